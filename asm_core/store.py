@@ -1,0 +1,88 @@
+"""The SessionStore port (the seed's store, spec section 3) and the cursor-filter rules.
+
+Invariants every implementation keeps (and the shared contract suite checks):
+- Sequence numbers are per session, start at 1, dense and strictly increasing; a batch of k
+  gets k consecutive numbers; a caller cannot choose them.
+- Event ids are globally unique: appending a stored id returns the stored event (with its
+  original session and sequence number) and changes nothing.
+- Appending to a session the store does not know is `session_not_found` (the per-session
+  counter lives with the session; the seed's store accepted orphans).
+- `event_list` follows spec 2.4: ascending order; `after`/`before` strict and applied only
+  when they are ints >= 0; `limit` (positive int) applies last and keeps the oldest N;
+  an unknown session gives []. `types` may be one type or several.
+- At most one `running` run per session and idempotency keys unique per session: a save
+  that would break either raises (`invalid_operation` / `already_exists`).
+- `run_list` is oldest first (created_at, then id).
+- There is no delete: the log is append-only (retention is its own service).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from asm_core.records import EventRecord, NewEvent, RunRecord, SessionRecord
+
+
+class SessionStore(Protocol):
+    def session_save(self, session: SessionRecord) -> SessionRecord: ...
+
+    def session_get(self, session_id: uuid.UUID) -> SessionRecord: ...
+
+    def session_list(
+        self, *, status: str | None = None, agent_id: str | None = None, limit: int | None = None
+    ) -> list[SessionRecord]: ...
+
+    def run_save(self, run: RunRecord) -> RunRecord: ...
+
+    def run_get(self, run_id: uuid.UUID) -> RunRecord: ...
+
+    def run_list(
+        self, session_id: uuid.UUID, *, status: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]: ...
+
+    def run_get_active(self, session_id: uuid.UUID) -> RunRecord | None: ...
+
+    def event_append(self, session_id: uuid.UUID, event: NewEvent) -> EventRecord: ...
+
+    def event_append_many(
+        self, session_id: uuid.UUID, events: Sequence[NewEvent]
+    ) -> list[EventRecord]: ...
+
+    def event_list(
+        self,
+        session_id: uuid.UUID,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        types: str | Iterable[str] | None = None,
+        run_id: uuid.UUID | None = None,
+        since: datetime | None = None,
+    ) -> list[EventRecord]: ...
+
+    def latest_sequence(self, session_id: uuid.UUID) -> int: ...
+
+
+def valid_cursor(value: object) -> int | None:
+    """`after`/`before` apply only when they are ints >= 0 (spec 2.4); otherwise ignored."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def valid_limit(value: object) -> int | None:
+    """`limit` applies only when it is a positive int (spec 2.4); otherwise ignored."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def type_filter(types: str | Iterable[str] | None) -> frozenset[str] | None:
+    """One type or several; None or an empty collection means no type filter."""
+    if types is None:
+        return None
+    chosen = frozenset({types}) if isinstance(types, str) else frozenset(types)
+    return chosen or None

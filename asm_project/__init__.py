@@ -1,0 +1,1 @@
+"""asm project wiring: settings, ASGI/WSGI entry points, URLs, the Celery app."""

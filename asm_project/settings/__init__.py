@@ -1,0 +1,1 @@
+"""Settings package. `base` holds every setting; `test` adds only test speed-ups."""

@@ -1,0 +1,205 @@
+"""Every asm setting, read from the environment through one django-environ `env`.
+
+Invariants:
+- Backends are chosen per dependency, all or nothing: `DATABASE_URL` unset -> a SQLite file
+  (IMMEDIATE transactions, busy timeout, WAL); set -> PostgreSQL through psycopg 3.
+  `REDIS_URL` unset -> in-process cache and channel layer; set -> Redis for both.
+- With `DJANGO_DEBUG=False`, a missing required setting (secret key, allowed hosts,
+  `DATABASE_URL`, `REDIS_URL`) raises `ImproperlyConfigured` at start, naming what is missing.
+- `.env` is read only when `DJANGO_READ_DOT_ENV_FILE=True`.
+- Every secret may also come from `<NAME>_FILE` (a path whose content is the value).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Generic admin/queryset classes (`ModelAdmin[Session]`) subscriptable at runtime.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+if env.bool("DJANGO_READ_DOT_ENV_FILE", default=False):
+    env.read_env(str(BASE_DIR / ".env"))
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from `NAME`, or from the file named by `NAME_FILE` (container secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return str(env.str(name, default=default))
+
+
+DEBUG: bool = env.bool("DJANGO_DEBUG", default=True)
+
+_DEV_SECRET_KEY = "asm-insecure-development-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", default="" if not DEBUG else _DEV_SECRET_KEY)
+ALLOWED_HOSTS: list[str] = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=[] if not DEBUG else ["localhost", "127.0.0.1", "[::1]"]
+)
+
+DATABASE_URL: str = env.str("DATABASE_URL", default="")
+REDIS_URL: str = env.str("REDIS_URL", default="")
+
+if not DEBUG:
+    _missing = [
+        name
+        for name, value in (
+            ("DJANGO_SECRET_KEY", SECRET_KEY),
+            ("DJANGO_ALLOWED_HOSTS", ALLOWED_HOSTS),
+            ("DATABASE_URL", DATABASE_URL),
+            ("REDIS_URL", REDIS_URL),
+        )
+        if not value
+    ]
+    if _missing:
+        raise ImproperlyConfigured(
+            "DJANGO_DEBUG=False needs these settings, which are not set: "
+            + ", ".join(_missing)
+            + ". Set them in the environment (or as <NAME>_FILE for secrets); "
+            "see the configuration table in README.md."
+        )
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "sessions.apps.AgentSessionsConfig",
+    "runs.apps.RunsConfig",
+    "events.apps.EventsConfig",
+    "workers.apps.WorkersConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "asm_project.urls"
+WSGI_APPLICATION = "asm_project.wsgi.application"
+ASGI_APPLICATION = "asm_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --------------------------------------------------------------------------- database
+SQLITE_PATH = Path(env.str("ASM_SQLITE_PATH", default=str(BASE_DIR / "var" / "asm.sqlite3")))
+
+
+def _database_config() -> dict[str, Any]:
+    if DATABASE_URL:
+        config: dict[str, Any] = env.db_url("DATABASE_URL")
+        if config["ENGINE"] not in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
+            raise ImproperlyConfigured(
+                f"DATABASE_URL must be a postgres:// (or sqlite://) URL, got engine "
+                f"{config['ENGINE']!r}"
+            )
+        if config["ENGINE"] == "django.db.backends.postgresql":
+            config["CONN_MAX_AGE"] = env.int("ASM_DB_CONN_MAX_AGE", default=60)
+            config["CONN_HEALTH_CHECKS"] = True
+        return config
+    SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(SQLITE_PATH),
+        "OPTIONS": {
+            # Writers take the lock at BEGIN, so two writers never deadlock on upgrade;
+            # a writer waits up to `timeout` seconds for the lock instead of failing at once.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.int("ASM_SQLITE_BUSY_TIMEOUT_S", default=20),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
+DATABASES = {"default": _database_config()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --------------------------------------------------------------------------- redis-backed pieces
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --------------------------------------------------------------------------- celery
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --------------------------------------------------------------------------- auth, i18n, static
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("ASM_LOG_LEVEL", default="INFO")},
+}

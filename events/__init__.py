@@ -1,0 +1,1 @@
+"""Events: the append-only, per-session sequenced event log (model, store, selectors)."""

@@ -1,0 +1,301 @@
+"""The event store's write side: `event_append` and `event_append_many`.
+
+Invariants (docs/event-store.md explains them at length):
+- A session's sequence numbers are 1..n with no gap and no duplicate. They are allocated in
+  the same transaction (often the same statement) as the insert, by bumping the session's
+  counter row: `UPDATE session SET last_sequence = last_sequence + k ... RETURNING`. That row
+  lock is the only lock taken, so appends to different sessions never wait for each other.
+- A batch of k events gets k consecutive numbers from one counter bump, in one transaction.
+- Event ids are globally unique (primary key). Appending an id that is already stored
+  returns the stored event (its original session and sequence number) and changes nothing:
+  the insert fails on the primary key, its statement (or savepoint) rolls back, counter
+  bump included, and the stored rows are read back.
+- Every payload is validated against its type's schema before anything is written; a bad
+  event makes the whole batch fail and writes nothing.
+- Only this module inserts events; there is no update or delete path.
+
+Locking precondition: callers may hold an open transaction (the lifecycle services do). The
+append then runs in a savepoint, and the session's counter row stays locked until the
+caller commits, which serializes other appends to that session (only that session).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from asm_core.errors import AsmError, session_not_found
+from asm_core.event_types import validate_event
+from asm_core.records import NewEvent
+from events.models import Event
+from runs.models import Run
+from sessions.models import Session
+
+__all__ = ["NewEvent", "event_append", "event_append_many"]
+
+# Rows per INSERT statement: 9 parameters a row stays far below every backend's limit.
+_CHUNK = 500
+_DEDUP_RETRIES = 5
+
+
+@dataclass(slots=True)
+class _Row:
+    id: uuid.UUID
+    run_id: uuid.UUID | None
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    provider: str
+    timestamp: datetime
+
+
+def event_append(
+    *,
+    session_id: uuid.UUID,
+    type: str,
+    data: Mapping[str, Any] | None = None,
+    run_id: uuid.UUID | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    provider: str = "",
+    event_id: uuid.UUID | None = None,
+) -> Event:
+    """Append one event to a session's log and return it, with its sequence number."""
+    new = NewEvent(
+        type=type,
+        data=data or {},
+        run_id=run_id,
+        metadata=metadata or {},
+        provider=provider,
+        id=event_id,
+    )
+    return event_append_many(session_id=session_id, events=[new])[0]
+
+
+def event_append_many(*, session_id: uuid.UUID, events: Sequence[NewEvent]) -> list[Event]:
+    """Append events in order, in one transaction, k numbers allocated at once.
+
+    Returns the stored events in input order; an event whose id was already stored comes back
+    as the stored one (so a retried batch returns exactly what the first attempt stored).
+    """
+    if not events:
+        return []
+    rows = _rows(events)
+    using = router.db_for_write(Event)
+    conn = connections[using]
+    _check_runs(using, session_id, {r.run_id for r in rows if r.run_id is not None})
+    try:
+        return _insert_atomically(conn, session_id, rows)
+    except IntegrityError:
+        # An id is already stored (by an earlier call or a concurrent one): read it back.
+        return _insert_deduplicated(conn, session_id, rows)
+
+
+# --------------------------------------------------------------------------- internals
+def _rows(events: Sequence[NewEvent]) -> list[_Row]:
+    now = timezone.now()
+    return [
+        _Row(
+            id=e.id or uuid.uuid4(),
+            run_id=e.run_id,
+            type=e.type,
+            data=validate_event(e.type, e.data),
+            metadata=dict(e.metadata),
+            provider=e.provider,
+            timestamp=now,
+        )
+        for e in events
+    ]
+
+
+# (alias, run_id, session_id) triples known to be valid. Runs never move between sessions and
+# cannot be deleted while they have events, so a positive answer holds for the life of the
+# process; negative answers are never cached (the run may be created a moment later).
+_KNOWN_RUNS: set[tuple[str, uuid.UUID, uuid.UUID]] = set()
+_KNOWN_RUNS_MAX = 10_000
+
+
+def _check_runs(using: str, session_id: uuid.UUID, run_ids: set[uuid.UUID]) -> None:
+    """Every run_id must name a run of this session (the FK alone would not check that)."""
+    unknown = {r for r in run_ids if (using, r, session_id) not in _KNOWN_RUNS}
+    if not unknown:
+        return
+    found = set(
+        Run.objects.using(using)
+        .filter(id__in=unknown, session_id=session_id)
+        .values_list("id", flat=True)
+    )
+    if len(_KNOWN_RUNS) > _KNOWN_RUNS_MAX:
+        _KNOWN_RUNS.clear()
+    _KNOWN_RUNS.update((using, r, session_id) for r in found)
+    missing = unknown - found
+    if missing:
+        run_id = sorted(missing)[0]
+        raise AsmError(
+            "run_not_found",
+            f"Run not found in session {session_id}: {run_id}",
+            {"session_id": str(session_id), "run_id": str(run_id)},
+        )
+
+
+def _insert_atomically(
+    conn: BaseDatabaseWrapper, session_id: uuid.UUID, rows: list[_Row]
+) -> list[Event]:
+    """Bump the counter by len(rows) and insert them: all or nothing."""
+    if conn.vendor == "postgresql" and len(rows) <= _CHUNK:
+        if conn.in_atomic_block:
+            with transaction.atomic(using=conn.alias):  # a savepoint: an error spares the caller
+                last = _bump_and_insert_one_statement(conn, session_id, rows)
+        else:
+            last = _bump_and_insert_one_statement(conn, session_id, rows)  # autocommit: atomic
+    else:
+        with transaction.atomic(using=conn.alias):
+            last = _bump(conn, session_id, len(rows))
+            _insert(conn, session_id, rows, first=last - len(rows) + 1)
+    return _stored(conn.alias, session_id, rows, first=last - len(rows) + 1)
+
+
+def _insert_deduplicated(
+    conn: BaseDatabaseWrapper, session_id: uuid.UUID, rows: list[_Row]
+) -> list[Event]:
+    for _ in range(_DEDUP_RETRIES):
+        try:
+            with transaction.atomic(using=conn.alias):
+                stored = Event.objects.using(conn.alias).in_bulk([r.id for r in rows])
+                fresh: dict[uuid.UUID, _Row] = {}
+                for r in rows:
+                    if r.id not in stored:
+                        fresh.setdefault(r.id, r)  # a repeated id inside the batch: first wins
+                todo = list(fresh.values())
+                if todo:
+                    last = _bump(conn, session_id, len(todo))
+                    _insert(conn, session_id, todo, first=last - len(todo) + 1)
+                    stored.update(
+                        (e.id, e)
+                        for e in _stored(conn.alias, session_id, todo, first=last - len(todo) + 1)
+                    )
+            return [stored[r.id] for r in rows]
+        except IntegrityError as exc:
+            last_error = exc  # a concurrent writer stored one of our ids meanwhile: go again
+    raise AsmError(
+        "storage_write_failed",
+        "Could not append events",
+        {"session_id": str(session_id), "reason": str(last_error)},
+    )
+
+
+def _prep(conn: BaseDatabaseWrapper, row: _Row, session_id: uuid.UUID) -> list[Any]:
+    f = _FIELDS
+    return [
+        f["id"].get_db_prep_value(row.id, conn),
+        f["session"].get_db_prep_value(session_id, conn),
+        f["run"].get_db_prep_value(row.run_id, conn),
+        row.type,
+        f["data"].get_db_prep_value(row.data, conn),
+        f["metadata"].get_db_prep_value(row.metadata, conn),
+        row.provider,
+        f["timestamp"].get_db_prep_value(row.timestamp, conn),
+    ]
+
+
+_FIELDS = {f.name: f for f in Event._meta.concrete_fields}
+_E = Event._meta.db_table
+_S = Session._meta.db_table
+_COLS = "id, session_id, run_id, sequence_number, type, data, metadata, provider, timestamp"
+
+
+def _bump(conn: BaseDatabaseWrapper, session_id: uuid.UUID, k: int) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE {_S} SET last_sequence = last_sequence + %s WHERE id = %s "
+            "RETURNING last_sequence",
+            [k, Session._meta.pk.get_db_prep_value(session_id, conn)],
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise session_not_found(session_id)
+    return int(found[0])
+
+
+def _insert(conn: BaseDatabaseWrapper, session_id: uuid.UUID, rows: list[_Row], first: int) -> None:
+    with conn.cursor() as cur:
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            params: list[Any] = []
+            for offset, row in enumerate(chunk, start=first + start):
+                p = _prep(conn, row, session_id)
+                params += [p[0], p[1], p[2], offset, *p[3:]]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            cur.execute(f"INSERT INTO {_E} ({_COLS}) VALUES {values}", params)
+
+
+def _bump_and_insert_one_statement(
+    conn: BaseDatabaseWrapper, session_id: uuid.UUID, rows: list[_Row]
+) -> int:
+    """PostgreSQL: counter bump and insert in ONE statement (one round trip, atomic).
+
+    The rows travel as one JSON document expanded by `jsonb_to_recordset`, so the SQL text
+    is constant (psycopg converts it once) whatever the batch size.
+    """
+    k = len(rows)
+    try:
+        document = json.dumps(
+            [
+                {
+                    "id": str(r.id),
+                    "run_id": str(r.run_id) if r.run_id else None,
+                    "ord": ordinal,
+                    "type": r.type,
+                    "data": r.data,
+                    "metadata": r.metadata,
+                    "provider": r.provider,
+                    "ts": r.timestamp.isoformat(),
+                }
+                for ordinal, r in enumerate(rows, start=1)
+            ]
+        )
+    except (TypeError, ValueError) as exc:
+        raise AsmError("validation_error", f"Event data is not JSON: {exc}") from exc
+    with conn.cursor() as cur:
+        cur.execute(_ONE_STATEMENT, [k, session_id, session_id, k, document])
+        numbers = [int(r[0]) for r in cur.fetchall()]
+    if not numbers:
+        raise session_not_found(session_id)
+    return max(numbers)
+
+
+_ONE_STATEMENT = (
+    f"WITH c AS (UPDATE {_S} SET last_sequence = last_sequence + %s WHERE id = %s "
+    f"RETURNING last_sequence) "
+    f"INSERT INTO {_E} ({_COLS}) "
+    f"SELECT v.id, %s::uuid, v.run_id, c.last_sequence - %s + v.ord, v.type, v.data, "
+    f"v.metadata, v.provider, v.ts FROM c, jsonb_to_recordset(%s::jsonb) "
+    f"AS v(id uuid, run_id uuid, ord bigint, type text, data jsonb, metadata jsonb, "
+    f"provider text, ts timestamptz) "
+    f"RETURNING sequence_number"
+)
+
+
+def _stored(alias: str, session_id: uuid.UUID, rows: list[_Row], first: int) -> list[Event]:
+    """Model instances for what was just inserted, built without reading it back.
+
+    Positional arguments in concrete-field order, as `Model.from_db` does (much cheaper than
+    keyword construction on this hot path).
+    """
+    out = []
+    for seq, r in enumerate(rows, start=first):
+        event = Event(
+            r.id, session_id, r.run_id, seq, r.type, r.data, r.metadata, r.provider, r.timestamp
+        )
+        event._state.adding = False
+        event._state.db = alias
+        out.append(event)
+    return out
+

@@ -1,0 +1,177 @@
+"""`DjangoSessionStore`: the SessionStore port over the ORM (the service's store).
+
+It converts between models and `asm_core.records` by field name and delegates events to
+`events.services` / `events.selectors`, so there is one write path for the log. Saves are
+upserts that never touch `Session.last_sequence` (only event appends move the counter).
+The database's constraints back the port's rules: a second running run in a session is
+`invalid_operation`, a repeated idempotency key `already_exists`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, models, transaction
+
+from asm_core.errors import AsmError, run_not_found, session_not_found
+from asm_core.records import (
+    RUN_FIELDS,
+    SESSION_FIELDS,
+    EventRecord,
+    NewEvent,
+    RunRecord,
+    SessionRecord,
+)
+from asm_core.store import valid_limit
+from events import selectors as event_selectors
+from events import services as event_services
+from events.models import Event
+from runs.models import Run
+from sessions.models import Session
+
+M = TypeVar("M", bound=models.Model)
+
+
+def event_record(e: Event) -> EventRecord:
+    return EventRecord(
+        id=e.id,
+        session_id=e.session_id,
+        run_id=e.run_id,
+        sequence_number=e.sequence_number,
+        type=e.type,
+        data=e.data,
+        metadata=e.metadata,
+        provider=e.provider,
+        timestamp=e.timestamp,
+    )
+
+
+def session_record(s: Session) -> SessionRecord:
+    return SessionRecord(**{f: getattr(s, f) for f in SESSION_FIELDS})
+
+
+def run_record(r: Run) -> RunRecord:
+    return RunRecord(**{f: getattr(r, f) for f in RUN_FIELDS})
+
+
+def _upsert(model: type[M], pk: uuid.UUID, values: dict[str, Any]) -> None:
+    """Update the row's named fields, or insert it; safe against a concurrent insert."""
+    manager = model._default_manager
+    with transaction.atomic():
+        if manager.filter(pk=pk).update(**values):
+            return
+        try:
+            with transaction.atomic():
+                manager.create(pk=pk, **values)
+        except IntegrityError:
+            if not manager.filter(pk=pk).update(**values):
+                raise
+
+
+class DjangoSessionStore:
+    # -- sessions ------------------------------------------------------------------------
+    def session_save(self, session: SessionRecord) -> SessionRecord:
+        values = {f: getattr(session, f) for f in SESSION_FIELDS if f != "id"}
+        _upsert(Session, session.id, values)
+        return session
+
+    def session_get(self, session_id: uuid.UUID) -> SessionRecord:
+        found = Session.objects.filter(id=session_id).first()
+        if found is None:
+            raise session_not_found(session_id)
+        return session_record(found)
+
+    def session_list(
+        self, *, status: str | None = None, agent_id: str | None = None, limit: int | None = None
+    ) -> list[SessionRecord]:
+        qs = Session.objects.order_by("created_at", "id")
+        if status is not None:
+            qs = qs.filter(status=status)
+        if agent_id is not None:
+            qs = qs.filter(agent_id=agent_id)
+        n = valid_limit(limit)
+        return [session_record(s) for s in (qs[:n] if n else qs)]
+
+    # -- runs ----------------------------------------------------------------------------
+    def run_save(self, run: RunRecord) -> RunRecord:
+        values = {f: getattr(run, f) for f in RUN_FIELDS if f != "id"}
+        try:
+            _upsert(Run, run.id, values)
+        except IntegrityError as exc:
+            raise self._run_conflict(run) from exc
+        return run
+
+    @staticmethod
+    def _run_conflict(run: RunRecord) -> AsmError:
+        others = Run.objects.filter(session_id=run.session_id).exclude(id=run.id)
+        running = others.filter(status="running").values_list("id", flat=True).first()
+        if run.status == "running" and running is not None:
+            return AsmError(
+                "invalid_operation",
+                "The session already has a running run",
+                {"session_id": str(run.session_id), "running_run_id": str(running)},
+            )
+        if run.idempotency_key is not None:
+            return AsmError(
+                "already_exists",
+                "A run with this idempotency key already exists in the session",
+                {"idempotency_key": run.idempotency_key},
+            )
+        return AsmError("storage_write_failed", "Could not save the run", {"run_id": str(run.id)})
+
+    def run_get(self, run_id: uuid.UUID) -> RunRecord:
+        found = Run.objects.filter(id=run_id).first()
+        if found is None:
+            raise run_not_found(run_id)
+        return run_record(found)
+
+    def run_list(
+        self, session_id: uuid.UUID, *, status: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        qs = Run.objects.filter(session_id=session_id).order_by("created_at", "id")
+        if status is not None:
+            qs = qs.filter(status=status)
+        n = valid_limit(limit)
+        return [run_record(r) for r in (qs[:n] if n else qs)]
+
+    def run_get_active(self, session_id: uuid.UUID) -> RunRecord | None:
+        found = Run.objects.filter(session_id=session_id, status="running").first()
+        return run_record(found) if found is not None else None
+
+    # -- events --------------------------------------------------------------------------
+    def event_append(self, session_id: uuid.UUID, event: NewEvent) -> EventRecord:
+        return self.event_append_many(session_id, [event])[0]
+
+    def event_append_many(
+        self, session_id: uuid.UUID, events: Sequence[NewEvent]
+    ) -> list[EventRecord]:
+        stored = event_services.event_append_many(session_id=session_id, events=events)
+        return [event_record(e) for e in stored]
+
+    def event_list(
+        self,
+        session_id: uuid.UUID,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        types: str | Iterable[str] | None = None,
+        run_id: uuid.UUID | None = None,
+        since: datetime | None = None,
+    ) -> list[EventRecord]:
+        found = event_selectors.event_list(
+            session_id=session_id,
+            after=after,
+            before=before,
+            limit=limit,
+            types=types,
+            run_id=run_id,
+            since=since,
+        )
+        return [event_record(e) for e in found]
+
+    def latest_sequence(self, session_id: uuid.UUID) -> int:
+        return event_selectors.latest_sequence(session_id=session_id)

@@ -1,0 +1,113 @@
+"""Concurrency proofs for the event store on real PostgreSQL, with real OS processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections, transaction
+
+from events.models import Event
+from events.selectors import latest_sequence
+from events.services import event_append
+from sessions.models import Session
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _bare_session() -> Session:
+    # No session_created event, so the log the workers write is exactly 1..N.
+    return Session.objects.create(agent_id="concurrency")
+
+
+def test_eight_processes_append_4000_events_dense_and_unique(workers):
+    assert connection.vendor == "postgresql"
+    session = _bare_session()
+    workers.start(
+        "tests.integration.append_worker",
+        [[str(session.id), "--count", "500", "--seed", str(i)] for i in range(8)],
+    )
+    answers = workers.go_and_collect()
+
+    returned = [seq for answer in answers for _, seq in answer]
+    assert len(returned) == 4000
+    assert sorted(returned) == list(range(1, 4001))  # what callers were told: no duplicates
+    stored = list(
+        Event.objects.filter(session=session)
+        .order_by("sequence_number")
+        .values_list("sequence_number", flat=True)
+    )
+    assert stored == list(range(1, 4001))  # what the log holds: 1..4000, no gap
+    assert latest_sequence(session_id=session.id) == 4000
+    # Each worker saw its own appends in increasing order (batches are consecutive).
+    for answer in answers:
+        seqs = [seq for _, seq in answer]
+        assert seqs == sorted(seqs)
+
+
+def test_same_event_ids_from_two_processes_are_stored_once(workers, tmp_path: Path):
+    session = _bare_session()
+    ids = [uuid.uuid4() for _ in range(300)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(str(i) for i in ids))
+    workers.start(
+        "tests.integration.append_worker",
+        [
+            [str(session.id), "--ids", str(ids_file), "--seed", "1", "--singles-only"],
+            [str(session.id), "--ids", str(ids_file), "--seed", "2"],
+        ],
+    )
+    first, second = workers.go_and_collect()
+
+    assert dict(first) == dict(second)  # both callers got the same sequence for every id
+    assert sorted(seq for _, seq in first) == list(range(1, 301))
+    assert Event.objects.filter(session=session).count() == 300
+    assert set(Event.objects.filter(session=session).values_list("id", flat=True)) == set(ids)
+    assert latest_sequence(session_id=session.id) == 300
+
+
+def test_a_held_session_counter_blocks_only_that_session():
+    busy, free = _bare_session(), _bare_session()
+    holding = threading.Event()
+    release = threading.Event()
+    results: dict[str, float] = {}
+
+    def hold_counter() -> None:
+        try:
+            with transaction.atomic():
+                event_append(session_id=busy.id, type="run_started")
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def append(name: str, session_id: uuid.UUID) -> None:
+        try:
+            event_append(session_id=session_id, type="run_started")
+            results[name] = time.monotonic()
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_counter)
+    holder.start()
+    assert holding.wait(timeout=10)
+
+    other = threading.Thread(target=append, args=("free", free.id))
+    other.start()
+    other.join(timeout=10)
+    assert "free" in results, "an append to another session waited for the held counter"
+
+    same = threading.Thread(target=append, args=("busy", busy.id))
+    same.start()
+    same.join(timeout=1.0)
+    assert "busy" not in results, "the held session's counter did not serialize appends"
+    released_at = time.monotonic()
+    release.set()
+    holder.join(timeout=10)
+    same.join(timeout=10)
+    assert results["busy"] >= released_at
+    assert latest_sequence(session_id=busy.id) == 2
+    assert latest_sequence(session_id=free.id) == 1

@@ -1,0 +1,1 @@
+"""Workers: Celery tasks only (thin), the beat schedule, lock and lease helpers."""
