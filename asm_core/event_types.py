@@ -7,7 +7,8 @@ Plain Python (no Django): the executor, the in-memory store and the Django event
 Invariants:
 
 - ``EventType`` holds the seed's 25 types (spec section 2.1, ``SEED_EVENT_TYPES``) plus
-  three asm additions: ``session_compacted``, ``session_forked`` and ``events_pruned``.
+  four asm additions: ``session_compacted``, ``session_forked``, ``events_pruned`` and
+  ``run_requeued`` (the reaper put a run whose worker was lost back in the queue).
 - Every type has exactly one category (``EVENT_CATEGORY``) and one pydantic payload model
   (``PAYLOAD_SCHEMAS``); both mappings are complete, which is checked at import time.
 - Payload models allow extra keys (adapters add provider aliases, the router adds
@@ -47,6 +48,8 @@ run_failed               run       executor; adapters       error_code*: str,
                                                             error_message: str
 run_cancelled            run       executor; adapters       reason: str
 run_timeout              run       executor (timeout)       timeout_ms: int>=0
+run_requeued             run       reaper (asm)             attempt*: int>=0 (the lost one),
+                                                            reason*: str
 message_sent             message   executor (per input)     role*: str, content*: str
 message_received         message   adapters (full reply)    content*: str,
                                                             role: str = "assistant"
@@ -149,6 +152,7 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_TIMEOUT = "run_timeout"
+    RUN_REQUEUED = "run_requeued"  # asm addition
     # message
     MESSAGE_SENT = "message_sent"
     MESSAGE_RECEIVED = "message_received"
@@ -201,6 +205,7 @@ EVENT_CATEGORY: Mapping[EventType, EventCategory] = types.MappingProxyType(
         _ET.RUN_FAILED: _EC.RUN,
         _ET.RUN_CANCELLED: _EC.RUN,
         _ET.RUN_TIMEOUT: _EC.RUN,
+        _ET.RUN_REQUEUED: _EC.RUN,
         _ET.MESSAGE_SENT: _EC.MESSAGE,
         _ET.MESSAGE_RECEIVED: _EC.MESSAGE,
         _ET.MESSAGE_STREAMED: _EC.MESSAGE,
@@ -218,7 +223,9 @@ EVENT_CATEGORY: Mapping[EventType, EventCategory] = types.MappingProxyType(
 )
 
 #: The asm additions; everything else is one of the seed's 25 types.
-_ASM_EVENT_TYPES = frozenset({_ET.SESSION_COMPACTED, _ET.SESSION_FORKED, _ET.EVENTS_PRUNED})
+_ASM_EVENT_TYPES = frozenset(
+    {_ET.SESSION_COMPACTED, _ET.SESSION_FORKED, _ET.EVENTS_PRUNED, _ET.RUN_REQUEUED}
+)
 
 #: The 25 event types of the seed (spec section 2.1).
 SEED_EVENT_TYPES: frozenset[EventType] = frozenset(EventType) - _ASM_EVENT_TYPES
@@ -326,6 +333,11 @@ class RunCancelledPayload(EventPayload):
 
 class RunTimeoutPayload(EventPayload):
     timeout_ms: NonNegInt | None = None
+
+
+class RunRequeuedPayload(EventPayload):
+    attempt: NonNegInt
+    reason: str
 
 
 # message
@@ -440,6 +452,7 @@ PAYLOAD_SCHEMAS: Mapping[EventType, type[EventPayload]] = types.MappingProxyType
         _ET.RUN_FAILED: RunFailedPayload,
         _ET.RUN_CANCELLED: RunCancelledPayload,
         _ET.RUN_TIMEOUT: RunTimeoutPayload,
+        _ET.RUN_REQUEUED: RunRequeuedPayload,
         _ET.MESSAGE_SENT: MessageSentPayload,
         _ET.MESSAGE_RECEIVED: MessageReceivedPayload,
         _ET.MESSAGE_STREAMED: MessageStreamedPayload,

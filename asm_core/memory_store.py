@@ -12,13 +12,14 @@ import bisect
 import copy
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
 from asm_core.event_types import validate_event
 from asm_core.records import EventRecord, NewEvent, RunRecord, SessionRecord, utcnow
-from asm_core.store import type_filter, valid_cursor, valid_limit
+from asm_core.store import check_finish_status, type_filter, valid_cursor, valid_limit
 
 
 class InMemorySessionStore:
@@ -168,3 +169,75 @@ class InMemorySessionStore:
     def latest_sequence(self, session_id: uuid.UUID) -> int:
         with self._lock:
             return self._last_seq.get(session_id, 0)
+
+    # -- run ownership -------------------------------------------------------------------
+    def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise session_not_found(session_id)
+            session.metadata = {**session.metadata, **copy.deepcopy(dict(patch))}
+            session.updated_at = utcnow()
+
+    def run_claim_next(
+        self, session_id: uuid.UUID, *, owner: str, lease_ms: int
+    ) -> RunRecord | None:
+        with self._lock:
+            runs = sorted(
+                (r for r in self._runs.values() if r.session_id == session_id),
+                key=lambda r: (r.created_at, r.id),
+            )
+            if any(r.status == "running" for r in runs):
+                return None
+            run = next((r for r in runs if r.status == "pending"), None)
+            if run is None:
+                return None
+            now = utcnow()
+            run.status = "running"
+            run.attempt += 1
+            run.lease_owner = owner
+            run.lease_expires_at = now + timedelta(milliseconds=lease_ms)
+            run.started_at = now
+            run.waiting_reason = ""
+            return copy.deepcopy(run)
+
+    def run_renew_lease(
+        self, run_id: uuid.UUID, *, attempt: int, owner: str, lease_ms: int
+    ) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or not _owned(run, attempt, owner):
+                return False
+            run.lease_expires_at = utcnow() + timedelta(milliseconds=lease_ms)
+            return True
+
+    def run_finish(
+        self,
+        run_id: uuid.UUID,
+        *,
+        attempt: int,
+        status: str,
+        output: Any,
+        error: dict[str, Any] | None,
+        token_usage: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        terminal: NewEvent,
+    ) -> RunRecord | None:
+        check_finish_status(status)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status != "running" or run.attempt != attempt:
+                return None
+            self.event_append(run.session_id, terminal)
+            run.status = status
+            run.output = copy.deepcopy(output)
+            run.error = copy.deepcopy(error)
+            run.token_usage = dict(token_usage)
+            run.metadata = {**run.metadata, **copy.deepcopy(dict(metadata))}
+            run.ended_at = utcnow()
+            run.lease_owner, run.lease_expires_at = "", None
+            return copy.deepcopy(run)
+
+
+def _owned(run: RunRecord, attempt: int, owner: str) -> bool:
+    return run.status == "running" and run.attempt == attempt and run.lease_owner == owner

@@ -48,6 +48,11 @@ class RunRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     attempt: int = 0
+    max_attempts: int = 1
+    lease_owner: str = ""
+    lease_expires_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    waiting_reason: str = ""
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None

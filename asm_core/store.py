@@ -14,15 +14,24 @@ Invariants every implementation keeps (and the shared contract suite checks):
   that would break either raises (`invalid_operation` / `already_exists`).
 - `run_list` is oldest first (created_at, then id).
 - There is no delete: the log is append-only (retention is its own service).
+- Run ownership (for executing runs across processes): `run_claim_next` moves the oldest
+  pending run of a session to `running` (attempt + 1, a lease for `owner`) and never while
+  the session has a running run; `run_renew_lease` and `run_finish` act only while the run
+  is still `running` with the caller's attempt number (fencing: a late result of a reaped
+  or cancelled attempt changes nothing); `run_finish` writes the terminal status and the
+  terminal event in one atomic step, so a run gets exactly one terminal event.
+- `session_merge_metadata` merges keys into the session's metadata atomically (concurrent
+  changes to other keys are kept).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from asm_core.lifecycle import RunStatus, check_run_transition
 from asm_core.records import EventRecord, NewEvent, RunRecord, SessionRecord
 
 
@@ -64,6 +73,34 @@ class SessionStore(Protocol):
     ) -> list[EventRecord]: ...
 
     def latest_sequence(self, session_id: uuid.UUID) -> int: ...
+
+    def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None: ...
+
+    def run_claim_next(
+        self, session_id: uuid.UUID, *, owner: str, lease_ms: int
+    ) -> RunRecord | None: ...
+
+    def run_renew_lease(
+        self, run_id: uuid.UUID, *, attempt: int, owner: str, lease_ms: int
+    ) -> bool: ...
+
+    def run_finish(
+        self,
+        run_id: uuid.UUID,
+        *,
+        attempt: int,
+        status: str,
+        output: Any,
+        error: dict[str, Any] | None,
+        token_usage: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        terminal: NewEvent,
+    ) -> RunRecord | None: ...
+
+
+def check_finish_status(status: str) -> None:
+    """`run_finish` takes a running run to a terminal status only."""
+    check_run_transition(RunStatus.RUNNING, status)
 
 
 def valid_cursor(value: object) -> int | None:

@@ -7,8 +7,9 @@ an unknown session gives an empty list and latest sequence 0. Reads take no lock
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.db.models import QuerySet
@@ -65,3 +66,29 @@ def latest_sequence(*, session_id: uuid.UUID) -> int:
     """The session's highest assigned sequence number; 0 for no events or no such session."""
     found = Session.objects.filter(id=session_id).values_list("last_sequence", flat=True).first()
     return int(found or 0)
+
+
+def events_follow(
+    *,
+    session_id: uuid.UUID,
+    after: int = 0,
+    limit: int = 100,
+    poll_interval_s: float = 0.25,
+    types: str | Iterable[str] | None = None,
+    run_id: uuid.UUID | None = None,
+) -> Iterator[Event]:
+    """Endless follower (spec 5.8): yield events after `after` as they are appended.
+
+    Pages of `limit`; when a page is empty it sleeps `poll_interval_s` and asks again. It
+    never ends by itself; resume after a disconnect by passing the last sequence seen.
+    """
+    cursor = after
+    while True:
+        page = event_list(
+            session_id=session_id, after=cursor, limit=limit, types=types, run_id=run_id
+        )
+        if not page:
+            time.sleep(poll_interval_s)
+            continue
+        yield from page
+        cursor = max(cursor, page[-1].sequence_number)

@@ -286,16 +286,17 @@ _ONE_STATEMENT = (
 def _stored(alias: str, session_id: uuid.UUID, rows: list[_Row], first: int) -> list[Event]:
     """Model instances for what was just inserted, built without reading it back.
 
-    Positional arguments in concrete-field order, as `Model.from_db` does (much cheaper than
-    keyword construction on this hot path).
+    `Model.from_db` with values in concrete-field order (positional construction: much
+    cheaper than keyword construction on this hot path).
     """
-    out = []
-    for seq, r in enumerate(rows, start=first):
-        event = Event(
-            r.id, session_id, r.run_id, seq, r.type, r.data, r.metadata, r.provider, r.timestamp
+    return [
+        Event.from_db(
+            alias,
+            _ATTNAMES,
+            (r.id, session_id, r.run_id, seq, r.type, r.data, r.metadata, r.provider, r.timestamp),
         )
-        event._state.adding = False
-        event._state.db = alias
-        out.append(event)
-    return out
+        for seq, r in enumerate(rows, start=first)
+    ]
 
+
+_ATTNAMES = [f.attname for f in Event._meta.concrete_fields]

@@ -1,4 +1,7 @@
-"""Run lifecycle services. `run_create` stores a `pending` run; execution is the executor's.
+"""Run lifecycle services: create, submit, cancel, wait, one-shot (the library API).
+
+`run_create` stores a `pending` run; `run_submit` also queues it for a worker (on commit);
+execution is the executor's (`runs.executor`), scheduling the drain's (`runs.scheduling`).
 
 Invariants:
 - A run's input is `{"messages": [{role, content}, ...]}` or `{"prompt": "..."}` (a bare
@@ -8,19 +11,50 @@ Invariants:
   and raises `already_exists` (HTTP 409) when they differ; a concurrent duplicate resolves
   the same way after the constraint rejects it.
 - No event is written for run creation (as in the seed: the log starts at `message_sent`).
+- Cancel: a pending run ends `cancelled` at once with `run_cancelled` and never reaches a
+  provider; a running run gets `cancel_requested_at` and, on commit, a cancel signal its
+  worker polls; the executor then ends it `cancelled`. A terminal run is left unchanged.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from asm_core.errors import AsmError, session_not_found
+from asm_core.errors import AsmError, run_not_found, session_not_found
+from asm_core.event_types import EventType
+from asm_core.lifecycle import (
+    RUN_TERMINAL,
+    SESSION_TERMINAL,
+    RunStatus,
+    SessionStatus,
+    check_run_transition,
+)
+from events.models import Event
+from events.services import event_append
+from runs.bootstrap import provider_registry
+from runs.coordination import coordinator
+from runs.dispatch import drain_enqueue
 from runs.models import Run
+from runs.providers.base import parse_requirement
 from sessions.models import Session
+from sessions.services import (
+    Actor,
+    actor_metadata,
+    session_activate,
+    session_cancel,
+    session_complete,
+    session_create,
+    session_fail,
+)
 
 
 class RunCreated(NamedTuple):
@@ -123,3 +157,213 @@ def _idempotent_replay(
             {"idempotency_key": key, "run_id": str(existing.id)},
         )
     return existing
+
+
+# --------------------------------------------------------------------------- submit and cancel
+#: Run options this build understands. Others are refused rather than silently ignored.
+RUN_OPTION_KEYS = frozenset(
+    {"timeout_ms", "max_attempts", "adapter_opts", "required_capabilities", "optional_capabilities"}
+)
+
+
+def validate_run_options(options: object, provider: str) -> dict[str, Any]:
+    """Check `options` and the provider's `adapter_opts`; return the options to store."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise AsmError("validation_error", "options must be an object", {"field": "options"})
+    unknown = sorted(set(options) - RUN_OPTION_KEYS)
+    if unknown:
+        raise AsmError(
+            "validation_error",
+            f"Unsupported run option(s): {', '.join(unknown)}",
+            {"field": "options", "unsupported": unknown, "supported": sorted(RUN_OPTION_KEYS)},
+        )
+    for key, low, high in (("timeout_ms", 1, 7 * 24 * 3600 * 1000), ("max_attempts", 1, 10)):
+        value = options.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+        ):
+            raise AsmError(
+                "validation_error",
+                f"options.{key} must be an integer from {low} to {high}",
+                {"field": f"options.{key}"},
+            )
+    for key in ("required_capabilities", "optional_capabilities"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, list):
+            raise AsmError(
+                "validation_error", f"options.{key} must be a list", {"field": f"options.{key}"}
+            )
+    registry = provider_registry()
+    registry.get(provider).validate_adapter_opts(options.get("adapter_opts"))
+    for key in ("required_capabilities", "optional_capabilities"):
+        for entry in options.get(key) or ():
+            parse_requirement(entry)
+    return dict(options)
+
+
+def run_submit(
+    *,
+    session_id: uuid.UUID,
+    input: object,
+    provider: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    actor: Actor = None,
+) -> RunCreated:
+    """Queue a run in the session and, on commit, ask a worker to drain the session.
+
+    A `pending` session is activated first (`session_started`). A finished session takes no
+    runs (`invalid_operation`). At most `ASM_MAX_QUEUED_RUNS` runs wait per session
+    (`max_runs_exceeded`). Bad input or options change nothing.
+    """
+    name = provider or settings.ASM_DEFAULT_PROVIDER
+    opts = validate_run_options(options, name)
+    payload = normalize_input(input)
+    with transaction.atomic():
+        session = Session.objects.select_for_update().filter(id=session_id).first()
+        if session is None:
+            raise session_not_found(session_id)
+        replay = idempotency_key is not None and (
+            Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).exists()
+        )
+        if not replay:
+            if session.status in SESSION_TERMINAL:
+                raise AsmError(
+                    "invalid_operation",
+                    f"The session is {session.status}; it takes no new runs",
+                    {"session_id": str(session_id), "status": session.status},
+                )
+            if session.status == SessionStatus.PENDING:
+                session_activate(session_id=session_id, actor=actor)
+            queued = Run.objects.filter(session_id=session_id, status=RunStatus.PENDING).count()
+            if queued >= settings.ASM_MAX_QUEUED_RUNS:
+                raise AsmError(
+                    "max_runs_exceeded",
+                    f"Maximum queued runs limit ({settings.ASM_MAX_QUEUED_RUNS}) reached "
+                    f"for this session",
+                    {"limit": settings.ASM_MAX_QUEUED_RUNS, "queued": queued},
+                )
+        created = run_create(
+            session_id=session_id,
+            input=payload,
+            provider=name,
+            options=opts,
+            idempotency_key=idempotency_key,
+            max_attempts=int(opts.get("max_attempts", 1)),
+        )
+        if created.created:
+            drain_enqueue(session_id)
+    return created
+
+
+def run_cancel(*, run_id: uuid.UUID, actor: Actor = None) -> Run:
+    """Cancel a run: a pending one at once; a running one by signalling its worker.
+
+    Cancelling a finished run, or cancelling twice, changes nothing.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(id=run_id).first()
+        if run is None:
+            raise run_not_found(run_id)
+        if run.status == RunStatus.PENDING:
+            check_run_transition(run.status, RunStatus.CANCELLED)
+            run.status, run.ended_at = RunStatus.CANCELLED, timezone.now()
+            run.error = {"code": "cancelled", "message": "Run was cancelled before it started"}
+            run.waiting_reason = ""
+            run.save(update_fields=["status", "ended_at", "error", "waiting_reason"])
+            event_append(
+                session_id=run.session_id,
+                type=EventType.RUN_CANCELLED,
+                data={"reason": "cancelled while queued"},
+                run_id=run.id,
+                metadata=actor_metadata(actor),
+                provider=run.provider,
+            )
+        elif run.status == RunStatus.RUNNING and run.cancel_requested_at is None:
+            run.cancel_requested_at = timezone.now()
+            run.save(update_fields=["cancel_requested_at"])
+            transaction.on_commit(partial(coordinator().cancel_send, run.id))
+    return run
+
+
+def session_cancel_with_runs(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
+    """Cancel the session's pending and running runs, then the session itself."""
+    with transaction.atomic():
+        Session.objects.select_for_update().filter(id=session_id).first()
+        for run_id in Run.objects.filter(
+            session_id=session_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]
+        ).values_list("id", flat=True):
+            run_cancel(run_id=run_id, actor=actor)
+        return session_cancel(session_id=session_id, actor=actor)
+
+
+# --------------------------------------------------------------------------- waiting
+def run_wait(*, run_id: uuid.UUID, timeout_s: float, poll_s: float = 0.05) -> Run:
+    """Return the run once it is terminal, or as it is when `timeout_s` has passed."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        run = Run.objects.filter(id=run_id).first()
+        if run is None:
+            raise run_not_found(run_id)
+        if run.status in RUN_TERMINAL or time.monotonic() >= deadline:
+            return run
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def run_once(
+    *,
+    input: object,
+    provider: str | None = None,
+    agent_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    timeout_s: float = 60.0,
+    owner: User | None = None,
+    context: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The seed's one-shot (spec 5.6): session, run, wait, then complete or fail the session.
+
+    Unlike the seed it keeps `workspace`, `policy` and `routing` in the result (None until
+    those features are enabled for the run). If the run is not finished within `timeout_s`
+    the result says so (`status` is not terminal) and the session stays active.
+    """
+    name = provider or settings.ASM_DEFAULT_PROVIDER
+    validate_run_options(options, name)
+    normalize_input(input)
+    session = session_create(
+        agent_id=agent_id or name, owner=owner, context=context, metadata=metadata
+    )
+    try:
+        created = run_submit(
+            session_id=session.id, input=input, provider=name, options=options, actor=owner
+        )
+    except AsmError as exc:
+        session_fail(
+            session_id=session.id, error_code=exc.code, error_message=exc.message, actor=owner
+        )
+        raise
+    run = run_wait(run_id=created.run.id, timeout_s=timeout_s)
+    if run.status == RunStatus.COMPLETED:
+        session_complete(session_id=session.id, actor=owner)
+    elif run.status in RUN_TERMINAL:
+        error = run.error or {}
+        session_fail(
+            session_id=session.id,
+            error_code=error.get("code") or run.status,
+            error_message=error.get("message"),
+            actor=owner,
+        )
+    return {
+        "session_id": session.id,
+        "run_id": run.id,
+        "status": run.status,
+        "output": run.output,
+        "error": run.error,
+        "token_usage": run.token_usage,
+        "events_count": Event.objects.filter(session_id=session.id).count(),
+        "workspace": run.metadata.get("workspace"),
+        "policy": run.metadata.get("policy"),
+        "routing": run.metadata.get("routing"),
+    }

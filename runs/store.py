@@ -10,13 +10,15 @@ The database's constraints back the port's rules: a second running run in a sess
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
+from asm_core.lifecycle import RunStatus
 from asm_core.records import (
     RUN_FIELDS,
     SESSION_FIELDS,
@@ -25,7 +27,7 @@ from asm_core.records import (
     RunRecord,
     SessionRecord,
 )
-from asm_core.store import valid_limit
+from asm_core.store import check_finish_status, valid_limit
 from events import selectors as event_selectors
 from events import services as event_services
 from events.models import Event
@@ -175,3 +177,94 @@ class DjangoSessionStore:
 
     def latest_sequence(self, session_id: uuid.UUID) -> int:
         return event_selectors.latest_sequence(session_id=session_id)
+
+    # -- run ownership -------------------------------------------------------------------
+    def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
+        with transaction.atomic():
+            session = Session.objects.select_for_update().filter(id=session_id).first()
+            if session is None:
+                raise session_not_found(session_id)
+            session.metadata = {**session.metadata, **patch}
+            session.updated_at = timezone.now()
+            session.save(update_fields=["metadata", "updated_at"])
+
+    def run_claim_next(
+        self, session_id: uuid.UUID, *, owner: str, lease_ms: int
+    ) -> RunRecord | None:
+        try:
+            with transaction.atomic():
+                runs = Run.objects.select_for_update().filter(session_id=session_id)
+                if runs.filter(status=RunStatus.RUNNING).exists():
+                    return None
+                run = runs.filter(status=RunStatus.PENDING).order_by("created_at", "id").first()
+                if run is None:
+                    return None
+                now = timezone.now()
+                run.status = RunStatus.RUNNING
+                run.attempt += 1
+                run.lease_owner = owner
+                run.lease_expires_at = now + timedelta(milliseconds=lease_ms)
+                run.started_at = now
+                run.waiting_reason = ""
+                run.save(update_fields=_CLAIM_FIELDS)
+                return run_record(run)
+        except IntegrityError:
+            return None  # another claimer won (the one-running-run index said no)
+
+    def run_renew_lease(
+        self, run_id: uuid.UUID, *, attempt: int, owner: str, lease_ms: int
+    ) -> bool:
+        expires = timezone.now() + timedelta(milliseconds=lease_ms)
+        return bool(
+            Run.objects.filter(
+                id=run_id, attempt=attempt, lease_owner=owner, status=RunStatus.RUNNING
+            ).update(lease_expires_at=expires)
+        )
+
+    def run_finish(
+        self,
+        run_id: uuid.UUID,
+        *,
+        attempt: int,
+        status: str,
+        output: Any,
+        error: dict[str, Any] | None,
+        token_usage: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        terminal: NewEvent,
+    ) -> RunRecord | None:
+        check_finish_status(status)
+        with transaction.atomic():
+            run = Run.objects.select_for_update().filter(id=run_id).first()
+            if run is None or run.status != RunStatus.RUNNING or run.attempt != attempt:
+                return None  # fenced: reaped, or finished by someone else
+            run.status = status
+            run.output = output
+            run.error = error
+            run.token_usage = dict(token_usage)
+            run.metadata = {**run.metadata, **metadata}
+            run.ended_at = timezone.now()
+            run.lease_owner, run.lease_expires_at = "", None
+            run.save(update_fields=_FINISH_FIELDS)
+            event_services.event_append_many(session_id=run.session_id, events=[terminal])
+        return run_record(run)
+
+
+_CLAIM_FIELDS = [
+    "status",
+    "attempt",
+    "lease_owner",
+    "lease_expires_at",
+    "started_at",
+    "waiting_reason",
+]
+_FINISH_FIELDS = [
+    "status",
+    "output",
+    "error",
+    "token_usage",
+    "metadata",
+    "ended_at",
+    "lease_owner",
+    "lease_expires_at",
+]

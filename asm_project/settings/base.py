@@ -166,8 +166,42 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --------------------------------------------------------------------------- run execution
+ASM_PROVIDERS: list[str] = env.list(
+    "ASM_PROVIDERS", default=["runs.providers.echo.EchoProvider"]
+)  # dotted paths of provider classes
+ASM_DEFAULT_PROVIDER: str = env.str("ASM_DEFAULT_PROVIDER", default="echo")
+ASM_RUN_TIMEOUT_MS: int = env.int("ASM_RUN_TIMEOUT_MS", default=600_000)
+ASM_RUN_LEASE_MS: int = env.int("ASM_RUN_LEASE_MS", default=15_000)
+ASM_SESSION_LOCK_TTL_MS: int = env.int("ASM_SESSION_LOCK_TTL_MS", default=15_000)
+ASM_REAPER_INTERVAL_S: float = env.float("ASM_REAPER_INTERVAL_S", default=5.0)
+ASM_CANCEL_GRACE_S: float = env.float("ASM_CANCEL_GRACE_S", default=5.0)
+ASM_STREAM_FLUSH_MS: int = env.int("ASM_STREAM_FLUSH_MS", default=50)
+ASM_MAX_QUEUED_RUNS: int = env.int("ASM_MAX_QUEUED_RUNS", default=100)
+ASM_MAX_PARALLEL_RUNS: int = env.int("ASM_MAX_PARALLEL_RUNS", default=50)  # 0: unlimited
+ASM_MAX_PARALLEL_SESSIONS: int = env.int("ASM_MAX_PARALLEL_SESSIONS", default=100)  # 0: unlimited
+ASM_LIMIT_RETRY_S: float = env.float("ASM_LIMIT_RETRY_S", default=1.0)
+ASM_REDIS_PREFIX: str = env.str("ASM_REDIS_PREFIX", default="asm:")
+ASM_EMBEDDED_WORKER_THREADS: int = env.int("ASM_EMBEDDED_WORKER_THREADS", default=4)
+
 # --------------------------------------------------------------------------- celery
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
+CELERY_TASK_DEFAULT_QUEUE = env.str("ASM_CELERY_QUEUE", default="asm")
+CELERY_TASK_TIME_LIMIT = env.int("ASM_TASK_TIME_LIMIT_S", default=4 * 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# Larger than the largest hard time limit: a long run is owned through its DB lease, and an
+# unacked drain message is redelivered only after this (the drain is idempotent anyway).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600,
+    # The in-process memory transport polls its queue; poll often so the embedded worker
+    # starts a submitted run within milliseconds (Redis blocks on BRPOP instead).
+    "polling_interval": 0.01,
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-runs": {"task": "workers.run_reap_stale", "schedule": ASM_REAPER_INTERVAL_S},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

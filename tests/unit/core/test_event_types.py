@@ -54,6 +54,7 @@ ASM_ADDITIONS = {
     "session_compacted": "session",
     "session_forked": "session",
     "events_pruned": "session",
+    "run_requeued": "run",
 }
 CATALOGUE = {**SEED_CATALOGUE, **ASM_ADDITIONS}
 
@@ -73,6 +74,7 @@ MINIMAL = {
     "run_completed": {},
     "run_failed": {"error_code": "policy_violation"},
     "run_cancelled": {},
+    "run_requeued": {"attempt": 1, "reason": "worker_lost"},
     "run_timeout": {},
     "message_sent": {"role": "user", "content": "hi"},
     "message_received": {"content": "hello"},
@@ -186,9 +188,9 @@ INVALID = [
 ]
 
 
-def test_catalogue_is_the_seed_25_plus_three():
+def test_catalogue_is_the_seed_25_plus_four():
     assert len(SEED_CATALOGUE) == 25
-    assert len(EventType) == 28
+    assert len(EventType) == 29
     assert {str(t) for t in EventType} == set(CATALOGUE)
     assert {str(t) for t in SEED_EVENT_TYPES} == set(SEED_CATALOGUE)
 
@@ -208,7 +210,7 @@ def test_event_types_in():
     assert set(event_types_in("session")) == {
         EventType(t) for t, c in CATALOGUE.items() if c == "session"
     }
-    assert sum(len(event_types_in(c)) for c in EventCategory) == 28
+    assert sum(len(event_types_in(c)) for c in EventCategory) == 29
     assert event_types_in("nope") == []
 
 

@@ -1,0 +1,267 @@
+"""Fleet coordination: session locks, parallelism slots and cancel signals.
+
+Two implementations of one small interface: `RedisCoordinator` (REDIS_URL set: shared by
+every process on every machine) and `LocalCoordinator` (embedded mode: one process).
+Redis is only a lock and a doorbell here; the database stays the truth (a run's owner is
+its lease in the database, not the lock).
+
+Invariants:
+- A lock is held by one owner token; renew and release act only for that token (a lock
+  that expired and was taken by someone else is never released or extended by the old
+  owner). Locks and slots carry a TTL, so a dead process's lock and slots come back.
+- A slot pool admits at most `limit` members at once (None = unlimited); re-acquiring a
+  member it holds is a no-op that refreshes its TTL. Expired members are dropped on every
+  acquire. Redis evaluates each step in one Lua script with Redis's own clock.
+- A cancel signal is a key that says "this run should stop"; the executor polls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Protocol
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class Lock(Protocol):
+    def acquire(self) -> bool: ...
+    def renew(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class SlotPool(Protocol):
+    def acquire(self, member: str, ttl_ms: int) -> bool: ...
+    def renew(self, member: str, ttl_ms: int) -> bool: ...
+    def release(self, member: str) -> None: ...
+    def active(self) -> int: ...
+
+
+class Coordinator(Protocol):
+    def lock(self, key: str, ttl_ms: int) -> Lock: ...
+    def slots(self, name: str, limit: int | None) -> SlotPool: ...
+    def cancel_send(self, run_id: uuid.UUID) -> None: ...
+    def cancel_requested(self, run_id: uuid.UUID) -> bool: ...
+
+
+# --------------------------------------------------------------------------- Redis
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+_SLOT_ACQUIRE = (
+    _NOW_MS
+    + """
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[3])
+if redis.call('zscore', KEYS[1], ARGV[1]) or limit < 0 or redis.call('zcard', KEYS[1]) < limit then
+  redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+return 0
+"""
+)
+_SLOT_RENEW = (
+    _NOW_MS
+    + """
+if redis.call('zscore', KEYS[1], ARGV[1]) then
+  redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+return 0
+"""
+)
+_SLOT_ACTIVE = _NOW_MS + "return redis.call('zcount', KEYS[1], now, '+inf')\n"
+
+
+class RedisLock:
+    def __init__(self, client: Any, key: str, ttl_ms: int) -> None:
+        self.client, self.key, self.ttl_ms = client, key, ttl_ms
+        self.token = uuid.uuid4().hex
+
+    def acquire(self) -> bool:
+        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def renew(self) -> bool:
+        return bool(self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE, 1, self.key, self.token)
+
+
+class RedisSlotPool:
+    def __init__(self, client: Any, key: str, limit: int | None) -> None:
+        self.client, self.key = client, key
+        self.limit = -1 if limit is None else limit
+
+    def acquire(self, member: str, ttl_ms: int) -> bool:
+        return bool(self.client.eval(_SLOT_ACQUIRE, 1, self.key, member, ttl_ms, self.limit))
+
+    def renew(self, member: str, ttl_ms: int) -> bool:
+        return bool(self.client.eval(_SLOT_RENEW, 1, self.key, member, ttl_ms))
+
+    def release(self, member: str) -> None:
+        self.client.zrem(self.key, member)
+
+    def active(self) -> int:
+        return int(self.client.eval(_SLOT_ACTIVE, 1, self.key))
+
+
+class RedisCoordinator:
+    def __init__(self, url: str, prefix: str = "asm:") -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+
+    def lock(self, key: str, ttl_ms: int) -> Lock:
+        return RedisLock(self.client, f"{self.prefix}lock:{key}", ttl_ms)
+
+    def slots(self, name: str, limit: int | None) -> SlotPool:
+        return RedisSlotPool(self.client, f"{self.prefix}slots:{name}", limit)
+
+    def cancel_send(self, run_id: uuid.UUID) -> None:
+        self.client.set(f"{self.prefix}cancel:{run_id}", "1", ex=24 * 3600)
+
+    def cancel_requested(self, run_id: uuid.UUID) -> bool:
+        return bool(self.client.exists(f"{self.prefix}cancel:{run_id}"))
+
+
+# --------------------------------------------------------------------------- local
+class _Clock:
+    @staticmethod
+    def now_ms() -> float:
+        return time.monotonic() * 1000
+
+
+class LocalLock:
+    def __init__(self, owner: LocalCoordinator, key: str, ttl_ms: int) -> None:
+        self.owner, self.key, self.ttl_ms = owner, key, ttl_ms
+        self.token = uuid.uuid4().hex
+
+    def acquire(self) -> bool:
+        with self.owner.mutex:
+            held = self.owner.locks.get(self.key)
+            if held is not None and held[1] > _Clock.now_ms():
+                return False
+            self.owner.locks[self.key] = (self.token, _Clock.now_ms() + self.ttl_ms)
+            return True
+
+    def renew(self) -> bool:
+        with self.owner.mutex:
+            held = self.owner.locks.get(self.key)
+            if held is None or held[0] != self.token or held[1] <= _Clock.now_ms():
+                return False
+            self.owner.locks[self.key] = (self.token, _Clock.now_ms() + self.ttl_ms)
+            return True
+
+    def release(self) -> None:
+        with self.owner.mutex:
+            held = self.owner.locks.get(self.key)
+            if held is not None and held[0] == self.token:
+                del self.owner.locks[self.key]
+
+
+class LocalSlotPool:
+    def __init__(self, owner: LocalCoordinator, name: str, limit: int | None) -> None:
+        self.owner, self.limit = owner, limit
+        self.members = owner.pools.setdefault(name, {})
+
+    def _expire(self) -> None:
+        now = _Clock.now_ms()
+        for member in [m for m, until in self.members.items() if until <= now]:
+            del self.members[member]
+
+    def acquire(self, member: str, ttl_ms: int) -> bool:
+        with self.owner.mutex:
+            self._expire()
+            if member in self.members or self.limit is None or len(self.members) < self.limit:
+                self.members[member] = _Clock.now_ms() + ttl_ms
+                return True
+            return False
+
+    def renew(self, member: str, ttl_ms: int) -> bool:
+        with self.owner.mutex:
+            self._expire()
+            if member not in self.members:
+                return False
+            self.members[member] = _Clock.now_ms() + ttl_ms
+            return True
+
+    def release(self, member: str) -> None:
+        with self.owner.mutex:
+            self.members.pop(member, None)
+
+    def active(self) -> int:
+        with self.owner.mutex:
+            self._expire()
+            return len(self.members)
+
+
+class LocalCoordinator:
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.locks: dict[str, tuple[str, float]] = {}
+        self.pools: dict[str, dict[str, float]] = {}
+        self.cancelled: set[uuid.UUID] = set()
+
+    def lock(self, key: str, ttl_ms: int) -> Lock:
+        return LocalLock(self, key, ttl_ms)
+
+    def slots(self, name: str, limit: int | None) -> SlotPool:
+        return LocalSlotPool(self, name, limit)
+
+    def cancel_send(self, run_id: uuid.UUID) -> None:
+        with self.mutex:
+            self.cancelled.add(run_id)
+
+    def cancel_requested(self, run_id: uuid.UUID) -> bool:
+        with self.mutex:
+            return run_id in self.cancelled
+
+
+@cache
+def coordinator() -> Coordinator:
+    """The process's coordinator: Redis when REDIS_URL is set, else process-local."""
+    if settings.REDIS_URL:
+        return RedisCoordinator(settings.REDIS_URL, settings.ASM_REDIS_PREFIX)
+    return LocalCoordinator()
+
+
+class Heartbeat:
+    """Call `beat` every `interval_s` on a daemon thread while the `with` block runs."""
+
+    def __init__(self, interval_s: float, beat: Callable[[], object]) -> None:
+        self.interval_s, self.beat = interval_s, beat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="asm-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is retried; the TTLs tolerate a few
+                logger.warning("heartbeat failed; retrying", exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

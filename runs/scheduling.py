@@ -1,0 +1,197 @@
+"""Draining a session's queue and reaping runs whose worker was lost.
+
+Invariants:
+- One run at a time per session, in submission order: a drain holds the session lock
+  (Redis `SET NX PX` with an owner token, renewed while held; local in embedded mode),
+  claims the oldest pending run by compare-and-set (`run_claim_next`), executes it,
+  and repeats until the session has none. The partial unique index on running runs is the
+  second guard: a claim can never make two runs of a session `running`.
+- A drain that cannot take the lock returns at once (the holder drains): no worker slot
+  ever waits for a lock. After releasing the lock it re-checks for pending runs and goes
+  again, so a run submitted while the holder was finishing is never stranded.
+- Fleet-wide limits (`ASM_MAX_PARALLEL_SESSIONS`, `ASM_MAX_PARALLEL_RUNS`) are slots with
+  TTLs (a dead worker's slots come back); when full, runs stay `pending` with a visible
+  `waiting_reason` and the drain retries after `ASM_LIMIT_RETRY_S`.
+- The reaper finds running runs whose lease lapsed and, fenced by attempt number, ends them
+  `failed` with `worker_lost` (or `cancelled` if a cancel was requested), or puts them
+  back to `pending` when attempts remain (`run_requeued`); then it wakes the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from asm_core.event_types import EventType
+from asm_core.lifecycle import RunStatus, SessionStatus
+from events.services import event_append
+from runs.bootstrap import build_executor
+from runs.coordination import Coordinator, Heartbeat, coordinator
+from runs.dispatch import drain_enqueue
+from runs.models import Run
+from runs.store import DjangoSessionStore
+from sessions.models import Session
+
+logger = logging.getLogger(__name__)
+
+_LOST_MESSAGE = "The worker executing the run was lost (its lease expired)"
+
+
+def _limit(value: int) -> int | None:
+    return value if value > 0 else None
+
+
+def _has_runnable(session_id: uuid.UUID) -> bool:
+    return Run.objects.filter(
+        session_id=session_id,
+        status=RunStatus.PENDING,
+        session__status=SessionStatus.ACTIVE,
+    ).exists()
+
+
+def _set_waiting(session_id: uuid.UUID, reason: str) -> None:
+    Run.objects.filter(session_id=session_id, status=RunStatus.PENDING).exclude(
+        waiting_reason=reason
+    ).update(waiting_reason=reason)
+
+
+def session_drain(*, session_id: uuid.UUID, worker_id: str) -> None:
+    """Execute the session's pending runs one by one, oldest first, if no one else is."""
+    coord = coordinator()
+    ttl = settings.ASM_SESSION_LOCK_TTL_MS
+    for _ in range(3):
+        lock = coord.lock(f"session:{session_id}", ttl)
+        if not lock.acquire():
+            return  # the holder drains, and re-checks after it lets go
+        try:
+            with Heartbeat(ttl / 3000, lock.renew):
+                retry = _drain_locked(session_id, worker_id, coord)
+        finally:
+            lock.release()
+        if retry or not _has_runnable(session_id):
+            return
+    drain_enqueue(session_id)  # still more: hand over to a fresh task rather than loop
+
+
+def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> bool:
+    """Drain while holding the lock. Returns True when a retry was scheduled (limits)."""
+    store = DjangoSessionStore()
+    executor = build_executor(worker_id)
+    lease = settings.ASM_RUN_LEASE_MS
+    sessions = coord.slots("sessions", _limit(settings.ASM_MAX_PARALLEL_SESSIONS))
+    runs = coord.slots("runs", _limit(settings.ASM_MAX_PARALLEL_RUNS))
+    member = str(session_id)  # one run at a time per session: the session names its slot
+    holding_session = False
+    try:
+        while True:
+            status = Session.objects.filter(id=session_id).values_list("status", flat=True).first()
+            if status != SessionStatus.ACTIVE:
+                if status == SessionStatus.PAUSED:
+                    _set_waiting(session_id, "the session is paused")
+                return False
+            if not Run.objects.filter(session_id=session_id, status=RunStatus.PENDING).exists():
+                return False
+            if not holding_session:
+                if not sessions.acquire(member, lease):
+                    return _retry_later(
+                        session_id,
+                        f"max_parallel_sessions ({settings.ASM_MAX_PARALLEL_SESSIONS}) reached",
+                    )
+                holding_session = True
+            if not runs.acquire(member, lease):
+                return _retry_later(
+                    session_id, f"max_parallel_runs ({settings.ASM_MAX_PARALLEL_RUNS}) reached"
+                )
+            try:
+                run = store.run_claim_next(session_id, owner=worker_id, lease_ms=lease)
+                if run is None:
+                    # A run is still `running` (its worker may be gone): the reaper ends or
+                    # requeues it and wakes this session again.
+                    return False
+                with Heartbeat(
+                    lease / 3000, lambda: (runs.renew(member, lease), sessions.renew(member, lease))
+                ):
+                    executor.execute(run)
+            finally:
+                runs.release(member)
+    finally:
+        if holding_session:
+            sessions.release(member)
+
+
+def _retry_later(session_id: uuid.UUID, reason: str) -> bool:
+    _set_waiting(session_id, reason)
+    drain_enqueue(session_id, countdown=settings.ASM_LIMIT_RETRY_S)
+    return True
+
+
+# --------------------------------------------------------------------------- reaper
+def run_reap_stale(*, now: datetime | None = None) -> int:
+    """End or requeue every running run whose lease lapsed. Returns how many it handled."""
+    now = now or timezone.now()
+    stale = list(
+        Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list(
+            "id", flat=True
+        )[:500]
+    )
+    return sum(_reap_one(run_id, now) for run_id in stale)
+
+
+def _reap_one(run_id: uuid.UUID, now: datetime) -> bool:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(id=run_id).first()
+        if (
+            run is None
+            or run.status != RunStatus.RUNNING
+            or run.lease_expires_at is None
+            or run.lease_expires_at >= now
+        ):
+            return False  # finished or renewed meanwhile
+        lost_attempt = run.attempt
+        run.lease_owner, run.lease_expires_at = "", None
+        meta = {"actor": "system:reaper"}
+        data: dict[str, object]
+        if run.cancel_requested_at is not None:
+            run.status, run.ended_at = RunStatus.CANCELLED, now
+            run.error = {"code": "cancelled", "message": "Run was cancelled"}
+            event_type, data = EventType.RUN_CANCELLED, {"reason": "worker_lost"}
+        elif run.attempt < run.max_attempts:
+            run.status = RunStatus.PENDING
+            run.waiting_reason = f"requeued after attempt {lost_attempt} lost its worker"
+            event_type, data = (
+                EventType.RUN_REQUEUED,
+                {"attempt": lost_attempt, "reason": "worker_lost"},
+            )
+        else:
+            run.status, run.ended_at = RunStatus.FAILED, now
+            run.error = {"code": "worker_lost", "message": _LOST_MESSAGE}
+            event_type, data = (
+                EventType.RUN_FAILED,
+                {"error_code": "worker_lost", "error_message": _LOST_MESSAGE},
+            )
+        run.save(
+            update_fields=[
+                "status",
+                "ended_at",
+                "error",
+                "lease_owner",
+                "lease_expires_at",
+                "waiting_reason",
+            ]
+        )
+        event_append(
+            session_id=run.session_id,
+            type=event_type,
+            data=data,
+            run_id=run.id,
+            metadata=meta,
+            provider=run.provider,
+        )
+        logger.warning("reaped run %s (attempt %s): now %s", run.id, lost_attempt, run.status)
+        drain_enqueue(run.session_id)
+    return True

@@ -1,0 +1,34 @@
+"""Celery tasks: thin, ids in, one service call each, nothing returned.
+
+Explicit names (`workers.<name>`) so renaming a module never orphans queued messages.
+`acks_late` + `reject_on_worker_lost` (settings) are safe because each task's first step is a
+guard: the drain takes the session lock and claims by compare-and-set; the reaper is fenced
+by attempt number. Ownership of a running run is its database lease, not the message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+from celery import Task, shared_task
+
+
+def worker_id(task: Task) -> str:  # type: ignore[type-arg]
+    host = task.request.hostname or "local"
+    return f"{host}:{os.getpid()}:{threading.get_ident()}"
+
+
+@shared_task(bind=True, name="workers.session_drain", acks_late=True)
+def session_drain_task(self: Task, session_id: str) -> None:  # type: ignore[type-arg]
+    from runs.scheduling import session_drain
+
+    session_drain(session_id=uuid.UUID(session_id), worker_id=worker_id(self))
+
+
+@shared_task(name="workers.run_reap_stale", acks_late=True)
+def run_reap_stale_task() -> None:
+    from runs.scheduling import run_reap_stale
+
+    run_reap_stale()
