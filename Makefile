@@ -4,10 +4,10 @@
 VENV ?= .venv
 PY = $(VENV)/bin/python
 PYTHON3 ?= python3
-HOST_PORT ?= 127.0.0.1:8000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-dev migrate run test lint typecheck imports check bench \
+
+.PHONY: help venv install install-dev migrate run worker beat test lint typecheck imports check bench \
 	superuser clean
 
 help: ## list the targets
@@ -37,10 +37,18 @@ install-dev: $(VENV)/.installed-dev ## pip install -e '.[dev]' (tests, lint, typ
 migrate: install ## apply database migrations (SQLite var/asm.sqlite3 unless DATABASE_URL)
 	$(PY) manage.py migrate
 
-# "The run command" of the README. A later change makes this a management command that
-# also starts the in-process worker; the target name stays `run`.
-run: install migrate ## install, migrate and serve on http://127.0.0.1:8000
-	$(PY) manage.py runserver $(HOST_PORT)
+# "The run command" of the README: the ASGI app plus, with no REDIS_URL, the in-process
+# worker and reaper (embedded mode).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+run: install migrate ## install, migrate and serve on http://127.0.0.1:8000 (with the worker)
+	$(PY) manage.py asm_serve --host $(HOST) --port $(PORT)
+
+worker: install ## a Celery worker (distributed mode: needs REDIS_URL)
+	$(VENV)/bin/celery -A asm_project worker -l info
+
+beat: install ## Celery beat: the stale-run reaper schedule (distributed mode)
+	$(VENV)/bin/celery -A asm_project beat -l info
 
 superuser: install ## create an admin user
 	$(PY) manage.py createsuperuser

@@ -168,8 +168,9 @@ RUN_OPTION_KEYS = frozenset(
 
 def validate_run_options(options: object, provider: str) -> dict[str, Any]:
     """Check `options` and the provider's `adapter_opts`; return the options to store."""
+    chosen = provider_registry().get(provider)  # an unknown provider is refused first
     if options is None:
-        return {}
+        options = {}
     if not isinstance(options, Mapping):
         raise AsmError("validation_error", "options must be an object", {"field": "options"})
     unknown = sorted(set(options) - RUN_OPTION_KEYS)
@@ -195,8 +196,7 @@ def validate_run_options(options: object, provider: str) -> dict[str, Any]:
             raise AsmError(
                 "validation_error", f"options.{key} must be a list", {"field": f"options.{key}"}
             )
-    registry = provider_registry()
-    registry.get(provider).validate_adapter_opts(options.get("adapter_opts"))
+    chosen.validate_adapter_opts(options.get("adapter_opts"))
     for key in ("required_capabilities", "optional_capabilities"):
         for entry in options.get(key) or ():
             parse_requirement(entry)
