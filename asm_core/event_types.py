@@ -111,6 +111,7 @@ __all__ = [
     "RunCancelledPayload",
     "RunCompletedPayload",
     "RunFailedPayload",
+    "RunRequeuedPayload",
     "RunStartedPayload",
     "RunTimeoutPayload",
     "SessionCancelledPayload",

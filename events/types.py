@@ -5,45 +5,6 @@ in-memory store, providers) can use it without Django; this module re-exports it
 ``events`` app (``event_append`` validates every payload with ``validate_event``).
 """
 
-# The star import is the point of this module; __all__ below names what it re-exports.
+# The star import is the point of this module; it re-exports exactly the core's __all__.
 from asm_core.event_types import *  # noqa: F403
-
-__all__ = [  # noqa: F405 (names come from the star import)
-    "EVENT_CATEGORY",
-    "PAYLOAD_SCHEMAS",
-    "SEED_EVENT_TYPES",
-    "TERMINAL_RUN_EVENT_TYPES",
-    "ErrorOccurredPayload",
-    "ErrorRecoveredPayload",
-    "EventCategory",
-    "EventPayload",
-    "EventType",
-    "EventsPrunedPayload",
-    "MessageReceivedPayload",
-    "MessageSentPayload",
-    "MessageStreamedPayload",
-    "PolicyViolationPayload",
-    "RunCancelledPayload",
-    "RunCompletedPayload",
-    "RunFailedPayload",
-    "RunStartedPayload",
-    "RunTimeoutPayload",
-    "SessionCancelledPayload",
-    "SessionCompactedPayload",
-    "SessionCompletedPayload",
-    "SessionCreatedPayload",
-    "SessionFailedPayload",
-    "SessionForkedPayload",
-    "SessionPausedPayload",
-    "SessionResumedPayload",
-    "SessionStartedPayload",
-    "TokenUsageUpdatedPayload",
-    "ToolCallCompletedPayload",
-    "ToolCallFailedPayload",
-    "ToolCallStartedPayload",
-    "TurnCompletedPayload",
-    "WorkspaceDiffComputedPayload",
-    "WorkspaceSnapshotTakenPayload",
-    "event_types_in",
-    "validate_event",
-]
+from asm_core.event_types import __all__ as __all__

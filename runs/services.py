@@ -54,6 +54,7 @@ from sessions.services import (
     session_complete,
     session_create,
     session_fail,
+    session_lock,
 )
 
 
@@ -222,9 +223,7 @@ def run_submit(
     opts = validate_run_options(options, name)
     payload = normalize_input(input)
     with transaction.atomic():
-        session = Session.objects.select_for_update().filter(id=session_id).first()
-        if session is None:
-            raise session_not_found(session_id)
+        session = session_lock(session_id)
         replay = idempotency_key is not None and (
             Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).exists()
         )
@@ -291,7 +290,7 @@ def run_cancel(*, run_id: uuid.UUID, actor: Actor = None) -> Run:
 def session_cancel_with_runs(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """Cancel the session's pending and running runs, then the session itself."""
     with transaction.atomic():
-        Session.objects.select_for_update().filter(id=session_id).first()
+        session_lock(session_id)
         for run_id in Run.objects.filter(
             session_id=session_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING]
         ).values_list("id", flat=True):

@@ -33,6 +33,7 @@ from events import services as event_services
 from events.models import Event
 from runs.models import Run
 from sessions.models import Session
+from sessions.services import session_lock
 
 M = TypeVar("M", bound=models.Model)
 
@@ -181,9 +182,7 @@ class DjangoSessionStore:
     # -- run ownership -------------------------------------------------------------------
     def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
         with transaction.atomic():
-            session = Session.objects.select_for_update().filter(id=session_id).first()
-            if session is None:
-                raise session_not_found(session_id)
+            session = session_lock(session_id)
             session.metadata = {**session.metadata, **patch}
             session.updated_at = timezone.now()
             session.save(update_fields=["metadata", "updated_at"])

@@ -42,6 +42,17 @@ def actor_metadata(actor: Actor) -> dict[str, Any]:
     return {"actor": str(actor)}
 
 
+def session_lock(session_id: uuid.UUID) -> Session:
+    """The session row, locked until the caller's transaction ends (call inside one).
+
+    Raises `session_not_found` when there is no such session.
+    """
+    session = Session.objects.select_for_update().filter(id=session_id).first()
+    if session is None:
+        raise session_not_found(session_id)
+    return session
+
+
 def _validate_create(
     agent_id: object, context: object, metadata: object, tags: object
 ) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
@@ -118,9 +129,7 @@ def _transition(
     only_from: SessionStatus | None = None,
 ) -> Session:
     with transaction.atomic():
-        session = Session.objects.select_for_update().filter(id=session_id).first()
-        if session is None:
-            raise session_not_found(session_id)
+        session = session_lock(session_id)
         if only_from is not None and session.status != only_from:
             # paused -> active is `resume`, pending -> active is `activate`: each move has
             # one name and one event type.

@@ -7,6 +7,7 @@ serves them. Runs execute on the embedded worker's threads, so these tests commi
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from django.db import connections
 
 from events.models import Event
 from runs.models import Run
+from runs.scheduling import run_reap_stale
 from runs.services import (
     run_cancel,
     run_once,
@@ -24,7 +26,6 @@ from runs.services import (
     session_cancel_with_runs,
 )
 from runs.store import DjangoSessionStore
-from runs.scheduling import run_reap_stale
 from sessions.models import Session
 from sessions.services import session_create
 from workers.embedded import EmbeddedWorker
@@ -85,7 +86,7 @@ def test_runs_of_a_session_execute_one_at_a_time_in_submission_order(embedded):
     ]
     runs = [run_wait(run_id=i, timeout_s=20) for i in ids]
     assert [r.status for r in runs] == ["completed"] * 5
-    for earlier, later in zip(runs, runs[1:], strict=False):
+    for earlier, later in itertools.pairwise(runs):
         assert earlier.ended_at <= later.started_at  # no overlap, submission order
     seqs = list(
         Event.objects.filter(session=session)
@@ -137,7 +138,7 @@ def test_timeout_ends_the_run_as_timeout(embedded):
     ).run
     done = run_wait(run_id=run.id, timeout_s=5)
     assert done.status == "timeout"
-    assert done.error["code"] == "timeout"
+    assert (done.error or {}).get("code") == "timeout"
     assert _types(done)[-1] == "run_timeout"
     assert _terminal_count(done) == 1
 
@@ -181,13 +182,14 @@ def test_a_lost_worker_is_reaped_and_the_queue_moves_on(embedded):
     # A run claimed by a worker that then vanished: its lease lapses and nobody renews it.
     lost = Run.objects.create(session=session, input={"prompt": "lost"}, provider="echo")
     claimed = store.run_claim_next(session.id, owner="ghost", lease_ms=50)
-    assert claimed is not None and claimed.id == lost.id
+    assert claimed is not None
+    assert claimed.id == lost.id
     nxt = run_submit(session_id=session.id, input="after the ghost").run
     time.sleep(0.1)
-    assert run_reap_stale() >= 0  # the embedded reaper may already have done it
+    run_reap_stale()  # the embedded reaper may already have done it
     failed = run_wait(run_id=lost.id, timeout_s=5)
     assert failed.status == "failed"
-    assert failed.error["code"] == "worker_lost"
+    assert (failed.error or {}).get("code") == "worker_lost"
     assert _types(failed) == ["run_failed"]
     assert run_wait(run_id=nxt.id, timeout_s=10).status == "completed"
     # The ghost's late result is fenced off: nothing changes.
