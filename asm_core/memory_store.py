@@ -112,10 +112,20 @@ class InMemorySessionStore:
     def event_append_many(
         self, session_id: uuid.UUID, events: Sequence[NewEvent]
     ) -> list[EventRecord]:
+        if not events:
+            return []
         payloads = [validate_event(e.type, e.data) for e in events]
         with self._lock:
             if session_id not in self._sessions:
                 raise session_not_found(session_id)
+            for run_id in {e.run_id for e in events if e.run_id is not None}:
+                run = self._runs.get(run_id)
+                if run is None or run.session_id != session_id:
+                    raise AsmError(
+                        "run_not_found",
+                        f"Run not found in session {session_id}: {run_id}",
+                        {"session_id": str(session_id), "run_id": str(run_id)},
+                    )
             log = self._events[session_id]
             out: list[EventRecord] = []
             for new, data in zip(events, payloads, strict=True):
@@ -222,12 +232,15 @@ class InMemorySessionStore:
         token_usage: Mapping[str, Any],
         metadata: Mapping[str, Any],
         terminal: NewEvent,
+        session_metadata: Mapping[str, Any] | None = None,
     ) -> RunRecord | None:
         check_finish_status(status)
         with self._lock:
             run = self._runs.get(run_id)
             if run is None or run.status != "running" or run.attempt != attempt:
                 return None
+            if session_metadata:
+                self.session_merge_metadata(run.session_id, session_metadata)
             self.event_append(run.session_id, terminal)
             run.status = status
             run.output = copy.deepcopy(output)

@@ -6,7 +6,8 @@ Invariants every implementation keeps (and the shared contract suite checks):
 - Event ids are globally unique: appending a stored id returns the stored event (with its
   original session and sequence number) and changes nothing.
 - Appending to a session the store does not know is `session_not_found` (the per-session
-  counter lives with the session; the seed's store accepted orphans).
+  counter lives with the session; the seed's store accepted orphans), and an event's
+  `run_id` must name a run of that session (`run_not_found`). An empty batch is a no-op.
 - `event_list` follows spec 2.4: ascending order; `after`/`before` strict and applied only
   when they are ints >= 0; `limit` (positive int) applies last and keeps the oldest N;
   an unknown session gives []. `types` may be one type or several.
@@ -18,8 +19,10 @@ Invariants every implementation keeps (and the shared contract suite checks):
   pending run of a session to `running` (attempt + 1, a lease for `owner`) and never while
   the session has a running run; `run_renew_lease` and `run_finish` act only while the run
   is still `running` with the caller's attempt number (fencing: a late result of a reaped
-  or cancelled attempt changes nothing); `run_finish` writes the terminal status and the
-  terminal event in one atomic step, so a run gets exactly one terminal event.
+  or cancelled attempt changes nothing); `run_finish` writes the terminal status, the
+  terminal event and the provider's session metadata (`session_metadata`, merged) in one
+  atomic step, so a run gets exactly one terminal event and a fenced-off attempt changes
+  nothing at all.
 - `session_merge_metadata` merges keys into the session's metadata atomically (concurrent
   changes to other keys are kept).
 """
@@ -95,6 +98,7 @@ class SessionStore(Protocol):
         token_usage: Mapping[str, Any],
         metadata: Mapping[str, Any],
         terminal: NewEvent,
+        session_metadata: Mapping[str, Any] | None = None,
     ) -> RunRecord | None: ...
 
 

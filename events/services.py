@@ -21,6 +21,7 @@ caller commits, which serializes other appends to that session (only that sessio
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -106,8 +107,8 @@ def _rows(events: Sequence[NewEvent]) -> list[_Row]:
             id=e.id or uuid.uuid4(),
             run_id=e.run_id,
             type=e.type,
-            data=validate_event(e.type, e.data),
-            metadata=dict(e.metadata),
+            data=copy.deepcopy(validate_event(e.type, e.data)),  # ours, not the caller's
+            metadata=copy.deepcopy(dict(e.metadata)),
             provider=e.provider,
             timestamp=now,
         )

@@ -18,7 +18,10 @@ Invariants:
 - Token usage accumulates on the run from `token_usage_updated` events (numbers add);
   when a provider reports none, its result's usage is used.
 - Provider metadata (provider_session_id, model) is merged into the session's metadata
-  with an atomic merge, never by saving a stale copy of the session.
+  with an atomic merge inside the fenced `run_finish` (never by saving a stale copy of the
+  session, and never by an attempt that was fenced off).
+- `execute` first confirms (by renewing the lease) that the run is still this owner's
+  attempt; a stale record writes nothing.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ class RunExecutor:
     def execute(self, run: RunRecord) -> RunRecord | None:
         """Execute a run this owner has claimed; return its final record (None if fenced)."""
         started = self.clock()
+        if not self.store.run_renew_lease(
+            run.id, attempt=run.attempt, owner=self.owner, lease_ms=self.config.lease_ms
+        ):
+            logger.warning("run %s attempt %s is not ours to execute", run.id, run.attempt)
+            return None  # stale or finished record: write nothing
         try:
             provider, context = self._prepare(run)
         except AsmError as exc:
@@ -209,7 +217,7 @@ class RunExecutor:
                 item = inbox.get(timeout=wait)
             except queue.Empty:
                 item = ()  # type: ignore[assignment]
-            while True:  # take everything already queued in one go
+            for _ in range(cfg.max_batch * 4):  # take what is queued, then do the checks
                 if item is None:
                     provider_done = True
                 elif item:
@@ -253,15 +261,16 @@ class RunExecutor:
                 logger.warning("provider %s ignored cancel of run %s; abandoning it", name, run.id)
                 break
         closed.set()
-        flush()
-
         if stop == "lost":
+            # The run is someone else's now: what this attempt still buffered is dropped.
             logger.warning("run %s: lease lost; another owner decides its end", run.id)
             return None
+        flush()
         if not seen_usage and "result" in box:
             usage = dict(box["result"].token_usage or {})
-        outcome = self._outcome(run, stop, box, context)
+        outcome = self._outcome(run, stop, box, usage)
         metadata: dict[str, Any] = {"provider": name}
+        session_metadata: dict[str, Any] = {}
         result: ProviderResult | None = box.get("result")
         if result is not None:
             meta = {
@@ -274,14 +283,14 @@ class RunExecutor:
             }
             metadata.update(meta)
             if meta:
-                self.store.session_merge_metadata(run.session_id, {**meta, "provider": name})
-        return self._finish(run, outcome, usage, metadata)
+                session_metadata = {**meta, "provider": name}
+        return self._finish(run, outcome, usage, metadata, session_metadata)
 
     def _cancel_recorded(self, run_id: uuid.UUID) -> bool:
         return self.store.run_get(run_id).cancel_requested_at is not None
 
     def _outcome(
-        self, run: RunRecord, stop: str | None, box: dict[str, Any], context: RunContext
+        self, run: RunRecord, stop: str | None, box: dict[str, Any], usage: Mapping[str, Any]
     ) -> _Outcome:
         if stop == "cancelled":
             return _Outcome(
@@ -291,7 +300,7 @@ class RunExecutor:
                 event_data={},
             )
         if stop == "timeout":
-            timeout_ms = context.timeout_ms or self.config.default_timeout_ms
+            timeout_ms = run.options.get("timeout_ms") or self.config.default_timeout_ms
             return _Outcome(
                 status="timeout",
                 error={"code": "timeout", "message": f"Run exceeded {timeout_ms} ms"},
@@ -318,7 +327,7 @@ class RunExecutor:
             event_type=EventType.RUN_COMPLETED,
             event_data={
                 "stop_reason": result.stop_reason,
-                "token_usage": dict(result.token_usage),
+                "token_usage": dict(usage),
             },
         )
 
@@ -337,6 +346,7 @@ class RunExecutor:
         outcome: _Outcome,
         usage: Mapping[str, Any],
         metadata: Mapping[str, Any],
+        session_metadata: Mapping[str, Any] | None = None,
     ) -> RunRecord | None:
         terminal = NewEvent(
             type=outcome.event_type,
@@ -353,6 +363,7 @@ class RunExecutor:
             token_usage=usage,
             metadata=metadata,
             terminal=terminal,
+            session_metadata=session_metadata,
         )
         if finished is None:
             logger.warning("run %s attempt %s was fenced off; result dropped", run.id, run.attempt)

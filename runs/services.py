@@ -116,7 +116,7 @@ def run_create(
     """Store a `pending` run in the session (or return the idempotent replay)."""
     payload = normalize_input(input)
     opts = dict(options or {})
-    if not isinstance(max_attempts, int) or max_attempts < 1:
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
         raise AsmError("validation_error", "max_attempts must be >= 1", {"field": "max_attempts"})
     if not Session.objects.filter(id=session_id).exists():
         raise session_not_found(session_id)

@@ -231,6 +231,7 @@ class DjangoSessionStore:
         token_usage: Mapping[str, Any],
         metadata: Mapping[str, Any],
         terminal: NewEvent,
+        session_metadata: Mapping[str, Any] | None = None,
     ) -> RunRecord | None:
         check_finish_status(status)
         with transaction.atomic():
@@ -245,6 +246,8 @@ class DjangoSessionStore:
             run.ended_at = timezone.now()
             run.lease_owner, run.lease_expires_at = "", None
             run.save(update_fields=_FINISH_FIELDS)
+            if session_metadata:
+                self.session_merge_metadata(run.session_id, session_metadata)
             event_services.event_append_many(session_id=run.session_id, events=[terminal])
         return run_record(run)
 

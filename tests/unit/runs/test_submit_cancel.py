@@ -151,9 +151,7 @@ def test_cancel_unknown_run():
 
 
 def _running(session: Session, *, max_attempts: int = 1, lease_ms: int = 60_000) -> Run:
-    run = run_submit(
-        session_id=session.id, input="x", options={"max_attempts": max_attempts}
-    ).run
+    run = run_submit(session_id=session.id, input="x", options={"max_attempts": max_attempts}).run
     assert DjangoSessionStore().run_claim_next(session.id, owner="w", lease_ms=lease_ms)
     return Run.objects.get(id=run.id)
 
