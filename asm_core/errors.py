@@ -1,15 +1,19 @@
 """The error taxonomy: codes, categories, retryability, default messages, HTTP statuses.
 
 Plain Python (no Django). Source: the seed's error taxonomy (spec section 13), 43 codes,
-plus one asm addition, ``worker_lost`` (category ``runtime``, not retryable): the reaper
-records it when a run's lease lapses because its worker died (architecture section 4.3).
+plus asm additions: ``worker_lost`` (category ``runtime``, not retryable: the reaper
+records it when a run's lease lapses because its worker died, architecture section 4.3), and
+the ``access`` category for the service's own surfaces: ``authentication_required`` (401),
+``permission_denied`` (403), ``method_not_allowed`` (405) and ``throttled`` (429,
+retryable).
 
 Invariants:
 
-- ``ErrorCode`` has exactly 44 members and ``ERROR_CATALOGUE`` has one ``ErrorSpec`` per
+- ``ErrorCode`` has exactly 48 members and ``ERROR_CATALOGUE`` has one ``ErrorSpec`` per
   member (checked at import time).
-- Exactly five codes are retryable: ``provider_unavailable``, ``provider_rate_limited``,
-  ``provider_timeout``, ``storage_connection_failed`` and ``timeout``.
+- Exactly five seed codes are retryable: ``provider_unavailable``, ``provider_rate_limited``,
+  ``provider_timeout``, ``storage_connection_failed`` and ``timeout``; of the additions
+  only ``throttled`` is (a client may retry after the wait it is told).
 - Like the seed, ``AsmError`` accepts codes outside the taxonomy: they have category
   ``unknown``, default message "An error occurred", are not retryable and map to HTTP 500.
   ``AsmError.from_dict`` is stricter: it only accepts known codes.
@@ -45,6 +49,8 @@ concurrency ``invalid_operation``                                      409
 tool        ``tool_not_found``                                         404
 tool        ``tool_permission_denied``                                 403
 tool        ``tool_error``, ``tool_execution_failed``                  422
+access      ``authentication_required`` 401, ``permission_denied`` 403,
+            ``method_not_allowed`` 405, ``throttled`` 429
 (unknown)   any code outside the taxonomy                              500
 =========== ========================================================== ======
 """
@@ -85,6 +91,7 @@ class ErrorCategory(StrEnum):
     RUNTIME = "runtime"
     CONCURRENCY = "concurrency"
     TOOL = "tool"
+    ACCESS = "access"  # asm addition: authentication, permissions, methods, throttling
     UNKNOWN = "unknown"
 
 
@@ -131,6 +138,11 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     UNKNOWN_ERROR = "unknown_error"
     WORKER_LOST = "worker_lost"  # asm addition
+    # access (asm additions: the service's own surfaces)
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    PERMISSION_DENIED = "permission_denied"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    THROTTLED = "throttled"
     # concurrency
     MAX_SESSIONS_EXCEEDED = "max_sessions_exceeded"
     MAX_RUNS_EXCEEDED = "max_runs_exceeded"
@@ -161,6 +173,7 @@ _SG = ErrorCategory.STORAGE
 _RT = ErrorCategory.RUNTIME
 _CC = ErrorCategory.CONCURRENCY
 _T = ErrorCategory.TOOL
+_AC = ErrorCategory.ACCESS
 
 # (code, category, retryable, default message, HTTP status)
 _TABLE: tuple[tuple[ErrorCode, ErrorCategory, bool, str, int], ...] = (
@@ -200,6 +213,16 @@ _TABLE: tuple[tuple[ErrorCode, ErrorCategory, bool, str, int], ...] = (
     (_C.INTERNAL_ERROR, _RT, False, "Internal error occurred", 500),
     (_C.UNKNOWN_ERROR, _RT, False, "An unknown error occurred", 500),
     (_C.WORKER_LOST, _RT, False, "The worker executing the run was lost", 500),
+    (
+        _C.AUTHENTICATION_REQUIRED,
+        _AC,
+        False,
+        "Authentication credentials are missing or invalid",
+        401,
+    ),
+    (_C.PERMISSION_DENIED, _AC, False, "You do not have permission to do this", 403),
+    (_C.METHOD_NOT_ALLOWED, _AC, False, "Method not allowed", 405),
+    (_C.THROTTLED, _AC, True, "Too many requests; slow down", 429),
     (_C.MAX_SESSIONS_EXCEEDED, _CC, False, "Maximum parallel sessions limit exceeded", 429),
     (_C.MAX_RUNS_EXCEEDED, _CC, False, "Maximum parallel runs limit exceeded", 429),
     (_C.CAPABILITY_NOT_SUPPORTED, _CC, False, "Capability not supported by provider", 400),
@@ -229,7 +252,7 @@ del _C, _V, _ST, _RS, _P, _SG, _RT, _CC, _T
 
 
 def is_known_code(code: str) -> bool:
-    """True when ``code`` is one of the 44 taxonomy codes (the seed's ``valid_code?``)."""
+    """True when ``code`` is one of the 48 taxonomy codes (the seed's ``valid_code?``)."""
     return code in _BY_VALUE
 
 

@@ -66,6 +66,14 @@ SPEC_TABLE: dict[str, tuple[str, bool, str]] = {
 }
 ASM_ADDITIONS: dict[str, tuple[str, bool, str]] = {
     "worker_lost": ("runtime", False, "The worker executing the run was lost"),
+    "authentication_required": (
+        "access",
+        False,
+        "Authentication credentials are missing or invalid",
+    ),
+    "permission_denied": ("access", False, "You do not have permission to do this"),
+    "method_not_allowed": ("access", False, "Method not allowed"),
+    "throttled": ("access", True, "Too many requests; slow down"),
 }
 ALL_CODES = {**SPEC_TABLE, **ASM_ADDITIONS}
 
@@ -74,8 +82,8 @@ def test_the_seed_table_has_43_codes():
     assert len(SPEC_TABLE) == 43
 
 
-def test_exactly_the_44_codes():
-    assert len(ErrorCode) == 44
+def test_exactly_the_48_codes():
+    assert len(ErrorCode) == 48
     assert {str(c) for c in ErrorCode} == set(ALL_CODES)
     assert set(ERROR_CATALOGUE) == set(ErrorCode)
 
@@ -90,6 +98,7 @@ def test_categories():
         "runtime",
         "concurrency",
         "tool",
+        "access",
         "unknown",
     }
 
@@ -110,8 +119,9 @@ def test_catalogue_row(code, expected):
     assert is_known_code(code)
 
 
-def test_exactly_five_retryable_codes():
+def test_exactly_five_seed_codes_are_retryable_plus_throttled():
     assert {str(c) for c in ErrorCode if is_retryable(c)} == {
+        "throttled",
         "provider_unavailable",
         "provider_rate_limited",
         "provider_timeout",
@@ -155,6 +165,10 @@ def test_unknown_code_helpers():
         ("policy_violation", 403),
         ("internal_error", 500),
         ("worker_lost", 500),
+        ("authentication_required", 401),
+        ("permission_denied", 403),
+        ("method_not_allowed", 405),
+        ("throttled", 429),
         ("max_sessions_exceeded", 429),
         ("max_runs_exceeded", 429),
         ("capability_not_supported", 400),
