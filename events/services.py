@@ -13,6 +13,8 @@ Invariants (docs/event-store.md explains them at length):
 - Every payload is validated against its type's schema before anything is written; a bad
   event makes the whole batch fail and writes nothing.
 - Only this module inserts events; there is no update or delete path.
+- Newly stored events are published to the session's channel-layer group after commit
+  (`events.publish`); re-appended (deduplicated) ones are not published again.
 
 Locking precondition: callers may hold an open transaction (the lifecycle services do). The
 append then runs in a savepoint, and the session's counter row stays locked until the
@@ -37,6 +39,7 @@ from asm_core.errors import AsmError, session_not_found
 from asm_core.event_types import validate_event
 from asm_core.records import NewEvent
 from events.models import Event
+from events.publish import events_publish
 from runs.models import Run
 from sessions.models import Session
 
@@ -93,7 +96,9 @@ def event_append_many(*, session_id: uuid.UUID, events: Sequence[NewEvent]) -> l
     conn = connections[using]
     _check_runs(using, session_id, {r.run_id for r in rows if r.run_id is not None})
     try:
-        return _insert_atomically(conn, session_id, rows)
+        stored = _insert_atomically(conn, session_id, rows)
+        events_publish(session_id, stored)
+        return stored
     except IntegrityError:
         # An id is already stored (by an earlier call or a concurrent one): read it back.
         return _insert_deduplicated(conn, session_id, rows)
@@ -178,10 +183,9 @@ def _insert_deduplicated(
                 if todo:
                     last = _bump(conn, session_id, len(todo))
                     _insert(conn, session_id, todo, first=last - len(todo) + 1)
-                    stored.update(
-                        (e.id, e)
-                        for e in _stored(conn.alias, session_id, todo, first=last - len(todo) + 1)
-                    )
+                    fresh_events = _stored(conn.alias, session_id, todo, first=last - len(todo) + 1)
+                    stored.update((e.id, e) for e in fresh_events)
+                    events_publish(session_id, fresh_events)
             return [stored[r.id] for r in rows]
         except IntegrityError as exc:
             last_error = exc  # a concurrent writer stored one of our ids meanwhile: go again

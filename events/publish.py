@@ -1,0 +1,99 @@
+"""The doorbell: after commit, stored events are group-sent to their session's group.
+
+Invariants:
+- Nothing is published before the transaction that stored it commits
+  (`transaction.on_commit`); a rolled-back append rings no bell.
+- The database is the truth and this is only a doorbell: a lost, late, duplicated or
+  reordered message is harmless, because subscribers drop what they already sent and
+  backfill any gap from the database (`events.selectors.event_list`).
+- The append hot path never waits on the channel layer: on commit the events are handed
+  to one publisher thread per process, which sends them (one message per appended batch)
+  in the order they were committed in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+
+from events.models import Event
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TYPE = "events.appended"
+
+
+def session_group(session_id: uuid.UUID) -> str:
+    """The channel-layer group of a session's subscribers."""
+    return f"session.{session_id.hex}"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The public JSON form of an event (API, WebSocket, SSE and the doorbell alike)."""
+    return {
+        "id": str(event.id),
+        "session_id": str(event.session_id),
+        "run_id": str(event.run_id) if event.run_id else None,
+        "sequence_number": event.sequence_number,
+        "type": event.type,
+        "data": event.data,
+        "metadata": event.metadata,
+        "provider": event.provider,
+        "timestamp": event.timestamp.isoformat(),
+    }
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[uuid.UUID, list[dict[str, Any]]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, session_id: uuid.UUID, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="asm-event-publisher", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((session_id, events))
+
+    def _run(self) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        send = async_to_sync(layer.group_send) if layer is not None else None
+        while True:
+            session_id, events = self._queue.get()
+            if send is None:
+                continue
+            try:
+                send(
+                    session_group(session_id),
+                    {
+                        "type": MESSAGE_TYPE,
+                        "session_id": str(session_id),
+                        "events": events,
+                        "last_sequence": events[-1]["sequence_number"],
+                    },
+                )
+            except Exception:  # the doorbell may fail; subscribers backfill from the DB
+                logger.warning("could not publish events of session %s", session_id, exc_info=True)
+
+
+_publisher = _Publisher()
+
+
+def events_publish(session_id: uuid.UUID, events: Sequence[Event]) -> None:
+    """Publish stored events to the session's subscribers once the transaction commits."""
+    if not events:
+        return
+    payload = [event_json(e) for e in events]
+    transaction.on_commit(lambda: _publisher.submit(session_id, payload))
