@@ -7,8 +7,9 @@ Invariants:
   reordered message is harmless, because subscribers drop what they already sent and
   backfill any gap from the database (`events.selectors.event_list`).
 - The append hot path never waits on the channel layer: on commit the events are handed
-  to one publisher thread per process, which sends them (one message per appended batch)
-  in the order they were committed in this process.
+  to one publisher thread per process, which sends whatever has queued up as one message
+  per session, in the order the events were committed in this process. Events in one
+  message are ascending per session except across processes, which subscribers handle.
 """
 
 from __future__ import annotations
@@ -71,21 +72,33 @@ class _Publisher:
         layer = get_channel_layer()
         send = async_to_sync(layer.group_send) if layer is not None else None
         while True:
-            session_id, events = self._queue.get()
+            # Take everything queued: one message per session per round, so a burst of small
+            # appends costs one layer call per session, not one per append.
+            pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            item = self._queue.get()
+            while True:
+                pending.setdefault(item[0], []).extend(item[1])
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
             if send is None:
                 continue
-            try:
-                send(
-                    session_group(session_id),
-                    {
-                        "type": MESSAGE_TYPE,
-                        "session_id": str(session_id),
-                        "events": events,
-                        "last_sequence": events[-1]["sequence_number"],
-                    },
-                )
-            except Exception:  # the doorbell may fail; subscribers backfill from the DB
-                logger.warning("could not publish events of session %s", session_id, exc_info=True)
+            for session_id, events in pending.items():
+                try:
+                    send(
+                        session_group(session_id),
+                        {
+                            "type": MESSAGE_TYPE,
+                            "session_id": str(session_id),
+                            "events": events,
+                            "last_sequence": max(e["sequence_number"] for e in events),
+                        },
+                    )
+                except Exception:  # only a doorbell: subscribers backfill from the DB
+                    logger.warning(
+                        "could not publish events of session %s", session_id, exc_info=True
+                    )
 
 
 _publisher = _Publisher()
