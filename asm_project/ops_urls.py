@@ -1,12 +1,11 @@
-"""Operations routes: liveness, readiness, metrics."""
+"""Operations routes: liveness, readiness, metrics (views in `asm_project.ops`)."""
 
-from django.http import HttpRequest, JsonResponse
 from django.urls import URLPattern, URLResolver, path
 
+from asm_project import ops
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness: the process answers. Readiness (database, Redis, broker) is `/readyz`."""
-    return JsonResponse({"status": "ok"})
-
-
-urlpatterns: list[URLPattern | URLResolver] = [path("healthz", healthz, name="healthz")]
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
+]

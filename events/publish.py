@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -21,7 +22,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.db import transaction
 
 from events.models import Event
@@ -70,7 +70,9 @@ class _Publisher:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
-        send = async_to_sync(layer.group_send) if layer is not None else None
+        # One event loop for the life of this thread (async_to_sync would set one up per call).
+        loop = asyncio.new_event_loop()
+
         while True:
             # Take everything queued: one message per session per round, so a burst of small
             # appends costs one layer call per session, not one per append.
@@ -82,11 +84,11 @@ class _Publisher:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if send is None:
+            if layer is None:
                 continue
             for session_id, events in pending.items():
                 try:
-                    send(
+                    publish = layer.group_send(
                         session_group(session_id),
                         {
                             "type": MESSAGE_TYPE,
@@ -95,6 +97,7 @@ class _Publisher:
                             "last_sequence": max(e["sequence_number"] for e in events),
                         },
                     )
+                    loop.run_until_complete(publish)
                 except Exception:  # only a doorbell: subscribers backfill from the DB
                     logger.warning(
                         "could not publish events of session %s", session_id, exc_info=True

@@ -1,5 +1,13 @@
-"""The SSE stream route under /api/v1/ (filled in by the streaming views)."""
+"""The SSE stream route under /api/v1/ (`events.sse`)."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from events.sse import session_events_stream
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path(
+        "sessions/<str:session_id>/events/stream",
+        session_events_stream,
+        name="session-events-stream",
+    ),
+]

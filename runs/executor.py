@@ -217,6 +217,13 @@ class RunExecutor:
                 item = inbox.get(timeout=wait)
             except queue.Empty:
                 item = ()  # type: ignore[assignment]
+            if self.clock() >= next_renew:
+                next_renew = self.clock() + cfg.lease_ms / 3000
+                if not self.store.run_renew_lease(
+                    run.id, attempt=run.attempt, owner=self.owner, lease_ms=cfg.lease_ms
+                ):
+                    stop_provider("lost")
+                    break
             for _ in range(cfg.max_batch * 4):  # take what is queued, then do the checks
                 if item is None:
                     provider_done = True

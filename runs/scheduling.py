@@ -110,9 +110,11 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
             try:
                 run = store.run_claim_next(session_id, owner=worker_id, lease_ms=lease)
                 if run is None:
-                    # A run is still `running` (its worker may be gone): the reaper ends or
-                    # requeues it and wakes this session again.
-                    return False
+                    if Run.objects.filter(session_id=session_id, status=RunStatus.RUNNING).exists():
+                        # A run is still `running` (its worker may be gone): its drain, or
+                        # the reaper, ends or requeues it and wakes this session again.
+                        return True
+                    continue  # the pending run went (cancelled): look again
                 with Heartbeat(
                     lease / 3000, lambda: (runs.renew(member, lease), sessions.renew(member, lease))
                 ):
@@ -194,4 +196,7 @@ def _reap_one(run_id: uuid.UUID, now: datetime) -> bool:
         )
         logger.warning("reaped run %s (attempt %s): now %s", run.id, lost_attempt, run.status)
         drain_enqueue(run.session_id)
+        # The dead worker's session lock may outlive its lease: that first drain then finds
+        # the lock taken and returns. Wake the session again once the lock has surely expired.
+        drain_enqueue(run.session_id, countdown=settings.ASM_SESSION_LOCK_TTL_MS / 1000)
     return True

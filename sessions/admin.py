@@ -2,25 +2,77 @@
 
 Status is read-only here: operators change it through the actions, which call the
 lifecycle services (so transitions are checked and each one writes its event).
+
+A session's change page also carries the operator console
+(`templates/admin/agent_sessions/session/change_form.html` + `static/asm/console.js`): the
+event timeline live over the WebSocket, streamed text assembled as it arrives, and buttons
+that call the public API with the admin's login cookie and CSRF token (submit a prompt,
+cancel a run, complete or fail the session). `console_config` is the data it starts from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import get_script_prefix
 from django.utils.html import format_html, format_html_join
 
 from asm_core.errors import AsmError
 from asm_core.records import parse_uuid
 from events.selectors import event_list
+from runs.admin import format_cost, format_duration, run_duration, run_total_tokens
 from runs.models import Run
 from sessions import services
 from sessions.models import Session
 
 LATEST_EVENTS = 50
+CONSOLE_HISTORY = 1000  # the console's timeline starts this many events before the latest
+CONSOLE_RUNS = 200  # at most this many (newest) runs are listed when the page opens
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def console_run(run: Run) -> dict[str, Any]:
+    """A run as the console's runs panel reads it (the API's run fields it uses)."""
+    return {
+        "id": str(run.id),
+        "status": run.status,
+        "provider": run.provider,
+        "routed_provider": run.routed_provider,
+        "token_usage": run.token_usage if isinstance(run.token_usage, dict) else {},
+        "cost_usd": None if run.cost_usd is None else str(run.cost_usd),
+        "error": run.error,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at),
+        "cancel_requested_at": _iso(run.cancel_requested_at),
+    }
+
+
+def console_config(session: Session) -> dict[str, Any]:
+    """What the console script starts from (rendered with `json_script`)."""
+    prefix = get_script_prefix()
+    newest = Run.objects.filter(session_id=session.id).order_by("-created_at", "-id")
+    runs = [console_run(run) for run in newest[:CONSOLE_RUNS]]
+    runs.reverse()
+    return {
+        "session_id": str(session.id),
+        "status": session.status,
+        "last_sequence": session.last_sequence,
+        "history": CONSOLE_HISTORY,
+        "api_base": f"{prefix}api/v1/",
+        "ws_path": f"{prefix}ws/sessions/{session.id}/events",
+        "default_provider": settings.ASM_DEFAULT_PROVIDER,
+        "runs": runs,
+    }
 
 
 class RunInline(admin.TabularInline[Run, Session]):
@@ -28,12 +80,36 @@ class RunInline(admin.TabularInline[Run, Session]):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("id", "status", "provider", "attempt", "created_at", "started_at", "ended_at")
+    fields = (
+        "id",
+        "status",
+        "provider",
+        "attempt",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "duration",
+        "tokens",
+        "cost",
+    )
     readonly_fields = fields
     ordering = ("created_at", "id")
 
     def has_add_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
         return False
+
+    @admin.display(description="duration")
+    def duration(self, obj: Run) -> str:
+        return format_duration(run_duration(obj))
+
+    @admin.display(description="tokens")
+    def tokens(self, obj: Run) -> str:
+        total = run_total_tokens(obj)
+        return "-" if total is None else f"{total:,}"
+
+    @admin.display(description="cost")
+    def cost(self, obj: Run) -> str:
+        return format_cost(obj.cost_usd)
 
 
 def _transition_action(
@@ -98,6 +174,19 @@ class SessionAdmin(admin.ModelAdmin[Session]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # sessions are created through the service (it writes session_created)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        session = self.get_object(request, object_id)
+        if session is not None:
+            context["asm_console"] = console_config(session)
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def has_delete_permission(self, request: HttpRequest, obj: Session | None = None) -> bool:
         return False  # the event log is append-only, and it hangs off the session

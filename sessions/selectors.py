@@ -11,7 +11,9 @@ import uuid
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from asm_core.errors import session_not_found
 from sessions.models import Session
@@ -38,3 +40,35 @@ def session_get_for_user(
     if found is None:
         raise session_not_found(session_id)
     return found
+
+
+def session_list(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    status: str | None = None,
+    agent_id: str | None = None,
+    tag: str | None = None,
+) -> QuerySet[Session]:
+    """`session_list_for_user`, filtered by status, agent id and tag (all optional, ANDed)."""
+    qs = session_list_for_user(user)
+    if status:
+        qs = qs.filter(status=status)
+    if agent_id:
+        qs = qs.filter(agent_id=agent_id)
+    if tag:
+        qs = qs.filter(_has_tag(tag))
+    return qs
+
+
+def _has_tag(tag: str) -> Q:
+    """`tags` (a JSON list of strings) contains `tag`, on PostgreSQL and SQLite alike."""
+    if connection.vendor == "postgresql":
+        return Q(tags__contains=[tag])
+    # SQLite has no JSON containment lookup; ask json_each for the list's elements.
+    # The tag is a query parameter; the SQL is a constant (the table name is fixed by the
+    # app label, see sessions/apps.py).
+    sql = (
+        "SELECT s.id FROM agent_sessions_session s, json_each(s.tags) t "
+        "WHERE t.type = 'text' AND t.value = %s"
+    )
+    return Q(id__in=RawSQL(sql, (tag,)))  # noqa: S611

@@ -26,6 +26,7 @@ from asm_core.errors import AsmError, default_message, session_not_found
 from asm_core.event_types import EventType
 from asm_core.lifecycle import SessionStatus, check_session_transition
 from events.services import event_append
+from runs.dispatch import drain_enqueue
 from sessions.models import Session
 
 Actor = AbstractBaseUser | int | str | None
@@ -168,15 +169,17 @@ def session_pause(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
 
 
 def session_resume(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
-    """paused -> active (`session_resumed`)."""
-    return _transition(
-        session_id,
-        SessionStatus.ACTIVE,
-        EventType.SESSION_RESUMED,
-        {},
-        actor,
-        only_from=SessionStatus.PAUSED,
-    )
+    """paused -> active (`session_resumed`); its queued runs get a drain (on commit)."""
+    with transaction.atomic():
+        drain_enqueue(session_id)  # on commit
+        return _transition(
+            session_id,
+            SessionStatus.ACTIVE,
+            EventType.SESSION_RESUMED,
+            {},
+            actor,
+            only_from=SessionStatus.PAUSED,
+        )
 
 
 def session_complete(*, session_id: uuid.UUID, actor: Actor = None) -> Session:

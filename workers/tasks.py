@@ -32,3 +32,18 @@ def run_reap_stale_task() -> None:
     from runs.scheduling import run_reap_stale
 
     run_reap_stale()
+
+
+@shared_task(name="workers.ping", acks_late=True)
+def ping_task(key: str | None = None) -> None:
+    """A no-op for benchmarks and health checks.
+
+    With `key`, it pushes "1" onto that Redis list (1 minute TTL) through the coordinator's
+    client, so the sender can BLPOP it: the round trip of a bare task on this broker.
+    """
+    if key:
+        from runs.coordination import coordinator
+
+        client = getattr(coordinator(), "client", None)  # None: embedded, no Redis
+        if client is not None:
+            client.pipeline().rpush(key, "1").expire(key, 60).execute()

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc assets served locally (no CDN)
     "channels",
     "sessions.apps.AgentSessionsConfig",
     "runs.apps.RunsConfig",
@@ -148,6 +149,15 @@ def _database_config() -> dict[str, Any]:
 DATABASES = {"default": _database_config()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --------------------------------------------------------------------------- live streaming
+# WebSocket and SSE subscribers (docs/streaming.md): idle heartbeat period, the bound on
+# events buffered per connection before a slow subscriber is cut off (WS close 4408), the
+# database poll while no doorbell rings, and the channels_redis key prefix.
+ASM_WS_HEARTBEAT_S: float = env.float("ASM_WS_HEARTBEAT_S", default=15.0)
+ASM_STREAM_BUFFER: int = env.int("ASM_STREAM_BUFFER", default=1000)
+ASM_STREAM_POLL_S: float = env.float("ASM_STREAM_POLL_S", default=1.0)
+ASM_CHANNELS_PREFIX: str = env.str("ASM_CHANNELS_PREFIX", default="asgi")
+
 # --------------------------------------------------------------------------- redis-backed pieces
 if REDIS_URL:
     CACHES = {
@@ -159,12 +169,19 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                # channels_redis waits for messages with a 5 s BZPOPMIN; redis-py's default
+                # socket timeout is also 5 s, which would fail every idle receive (and close
+                # idle WebSockets): the socket timeout must exceed the blocking pop.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": ASM_CHANNELS_PREFIX,
+            },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # In-process, and safe to ring from the worker threads' own event loops (events/layers.py).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "events.layers.LocalChannelLayer"}}
 
 # --------------------------------------------------------------------------- run execution
 ASM_PROVIDERS: list[str] = env.list(
@@ -198,6 +215,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "polling_interval": 0.01,
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes the DB connection around every task unless told to reuse it;
+# a drain is short and frequent, so keep connections (CONN_MAX_AGE still bounds their age).
+CELERY_DB_REUSE_MAX = env.int("ASM_CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "workers.run_reap_stale", "schedule": ASM_REAPER_INTERVAL_S},
@@ -226,6 +246,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
+# --------------------------------------------------------------------------- operations
+# /metrics needs `Authorization: Bearer <token>` when set; open when empty (docs/operations.md).
+ASM_METRICS_TOKEN: str = env_secret("ASM_METRICS_TOKEN")
+ASM_READYZ_TIMEOUT_S: float = env.float("ASM_READYZ_TIMEOUT_S", default=2.0)
+
 ASM_THROTTLE_RATE: str = env.str("ASM_THROTTLE_RATE", default="6000/min")
 ASM_ANON_THROTTLE_RATE: str = env.str("ASM_ANON_THROTTLE_RATE", default="600/min")
 
@@ -253,6 +278,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "asm_core.lifecycle.SessionStatus",
+        "RunStatusEnum": "asm_core.lifecycle.RunStatus",
+        "EventTypeEnum": "asm_core.event_types.EventType",
+    },
 }
 
 LOGGING = {

@@ -42,7 +42,7 @@ def test_no_database_url_means_sqlite_with_immediate_transactions(tmp_path):
     assert cfg["options"]["transaction_mode"] == "IMMEDIATE"
     assert cfg["options"]["timeout"] >= 1
     assert cfg["cache"].endswith("LocMemCache")
-    assert cfg["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert cfg["layer"] == "events.layers.LocalChannelLayer"
     assert cfg["broker"].startswith("memory://")
 
 
