@@ -71,6 +71,10 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pool", default="threads", help="celery worker pool (-P)")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="threads per worker process (-c)"
+    )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--lone", type=int, default=200)
@@ -127,7 +131,13 @@ def measure(args: argparse.Namespace, log_dir: Path) -> int:
         "DJANGO_ALLOWED_HOSTS": "localhost",
         "ASM_LOG_LEVEL": "WARNING",
     }
-    pool = WorkerPool(args.workers, log_dir=log_dir, base_env=env)
+    pool = WorkerPool(
+        args.workers,
+        log_dir=log_dir,
+        base_env=env,
+        pool=args.pool,
+        concurrency=args.concurrency,
+    )
     pool.start()
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
@@ -231,7 +241,10 @@ def measure(args: argparse.Namespace, log_dir: Path) -> int:
 
     ping_p50, lone_p50 = statistics.median(ping_ms), statistics.median(lone_ms)
     overhead = lone_p50 - ping_p50
-    print(f"{os.cpu_count()} CPUs, {args.workers} workers (-P solo), PostgreSQL + Redis local")
+    print(
+        f"{os.cpu_count()} CPUs, {args.workers} worker processes "
+        f"(-P {args.pool} -c {args.concurrency}), PostgreSQL + Redis local"
+    )
     print(f"{'measure':<44}{'asm':>12}{'bare task':>12}{'ratio':>8}  target")
     lines = [
         ("latency p50, one at a time (ms)", lone_p50, ping_p50, ""),

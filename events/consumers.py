@@ -8,9 +8,12 @@ Server frames: `{"type": "event", "event": {...}}` (`events.publish.event_json`)
 `{"type": "ping"}` (heartbeat, after `ASM_WS_HEARTBEAT_S` without a frame). The socket is
 read-only: what the client sends is ignored.
 
-The handshake is answered once the subscription is in place (group joined), so a client
-that sees the socket open misses nothing. Close codes (a refused socket is accepted and then
-closed, so that the code reaches the client):
+The handshake is answered once the subscription is in place (group joined, through
+`events.streaming.feed_subscription` like SSE, not through a channel of the consumer's
+own: see there why), so a client that sees the socket open misses nothing.
+
+Close codes (a refused socket is accepted and then closed, so that the code reaches the
+client):
 4401 no valid credentials, 4404 no such session, 4403 the session belongs to another owner
 (the contract's table; HTTP answers 404 for both), 4400 bad query parameters, 4408 too slow
 (the buffer of `ASM_STREAM_BUFFER` events overflowed: reconnect with
@@ -21,15 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from asm_core.errors import AsmError
-from events.publish import session_group
 from events.streaming import (
     LAYER_TIMEOUT_S,
     EventFrame,
@@ -38,6 +39,7 @@ from events.streaming import (
     SessionOfAnotherOwner,
     StreamOverflow,
     db_call,
+    feed_subscription,
     stream_params_parse,
     subscriber_session,
 )
@@ -54,8 +56,12 @@ TOO_SLOW_REASON = "too slow: reconnect with after=<last sequence received>"
 
 
 class SessionEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    # No channel of the consumer's own: the feed subscribes to the session's group through
+    # `feed_subscription`, like SSE (why: its docstring). "none" names no configured layer.
+    channel_layer_alias = "none"
+
     feed: SessionEventFeed | None = None
-    group: str | None = None
+    subscription: AsyncExitStack | None = None
     forwarder: asyncio.Task[None] | None = None
     closing = False
     accepted = False
@@ -81,8 +87,10 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close_with(CLOSE_BAD_PARAMETERS, exc.message)
             return
         self.feed = SessionEventFeed(session_id=session.id, params=params)
-        self.group = session_group(uuid.UUID(str(session.id)))
-        await self.channel_layer.group_add(self.group, self.channel_name)  # join FIRST
+        self.subscription = AsyncExitStack()
+        await self.subscription.enter_async_context(  # join FIRST
+            feed_subscription(self.feed, on_overflow=self.too_slow)
+        )
         await self.accept()  # the client knows it is subscribed
         self.forwarder = asyncio.create_task(self.forward(self.feed))  # then backfill, live
 
@@ -109,11 +117,10 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         else:
             await self.send_json({"type": "ping"})
 
-    async def events_appended(self, message: dict[str, Any]) -> None:
-        """The doorbell (`events.publish`): buffered for the forwarder, never waited on."""
-        if self.feed is not None and not self.feed.offer(message):
-            await self.stop_forwarding()
-            await self.close_with(CLOSE_TOO_SLOW, TOO_SLOW_REASON)
+    async def too_slow(self) -> None:
+        """The feed's buffer overflowed: close now, even if a send to the client is stuck."""
+        await self.stop_forwarding()
+        await self.close_with(CLOSE_TOO_SLOW, TOO_SLOW_REASON)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Read-only socket: client frames are ignored (cancel and create go through the API)."""
@@ -137,6 +144,6 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         await self.stop_forwarding()
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            await subscription.aclose()  # leave the group (bounded)

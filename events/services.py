@@ -27,6 +27,7 @@ import copy
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,7 @@ class _Row:
     metadata: dict[str, Any]
     provider: str
     timestamp: datetime
+    given_id: bool  # the caller chose the id (so it may already be stored)
 
 
 def event_append(
@@ -116,6 +118,7 @@ def _rows(events: Sequence[NewEvent]) -> list[_Row]:
             metadata=copy.deepcopy(dict(e.metadata)),
             provider=e.provider,
             timestamp=now,
+            given_id=e.id is not None,
         )
         for e in events
     ]
@@ -126,6 +129,13 @@ def _rows(events: Sequence[NewEvent]) -> list[_Row]:
 # process; negative answers are never cached (the run may be created a moment later).
 _KNOWN_RUNS: set[tuple[str, uuid.UUID, uuid.UUID]] = set()
 _KNOWN_RUNS_MAX = 10_000
+
+
+def event_run_known(using: str, run_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """Note that a run belongs to a session (its store just read it), saving a lookup later."""
+    if len(_KNOWN_RUNS) > _KNOWN_RUNS_MAX:
+        _KNOWN_RUNS.clear()
+    _KNOWN_RUNS.add((using, run_id, session_id))
 
 
 def _check_runs(using: str, session_id: uuid.UUID, run_ids: set[uuid.UUID]) -> None:
@@ -154,15 +164,26 @@ def _check_runs(using: str, session_id: uuid.UUID, run_ids: set[uuid.UUID]) -> N
 def _insert_atomically(
     conn: BaseDatabaseWrapper, session_id: uuid.UUID, rows: list[_Row]
 ) -> list[Event]:
-    """Bump the counter by len(rows) and insert them: all or nothing."""
+    """Bump the counter by len(rows) and insert them: all or nothing.
+
+    Inside a caller's transaction a savepoint is needed only when a caller-chosen id may
+    already be stored (so that the expected duplicate error spares the caller's
+    transaction); fresh uuid4 ids cannot collide, and any other error should fail the
+    caller's transaction anyway.
+    """
+    guard = (
+        transaction.atomic(using=conn.alias)
+        if not conn.in_atomic_block or any(r.given_id for r in rows)
+        else nullcontext()
+    )
     if conn.vendor == "postgresql" and len(rows) <= _CHUNK:
         if conn.in_atomic_block:
-            with transaction.atomic(using=conn.alias):  # a savepoint: an error spares the caller
+            with guard:
                 last = _bump_and_insert_one_statement(conn, session_id, rows)
         else:
             last = _bump_and_insert_one_statement(conn, session_id, rows)  # autocommit: atomic
     else:
-        with transaction.atomic(using=conn.alias):
+        with guard:
             last = _bump(conn, session_id, len(rows))
             _insert(conn, session_id, rows, first=last - len(rows) + 1)
     return _stored(conn.alias, session_id, rows, first=last - len(rows) + 1)

@@ -465,13 +465,20 @@ async def _settle(task: asyncio.Future[Any], timeout: float = LAYER_TIMEOUT_S) -
 
 
 @asynccontextmanager
-async def feed_subscription(feed: SessionEventFeed, layer: Any = None) -> AsyncIterator[None]:
-    """Join the session's group on a channel of its own and offer its messages to `feed`.
+async def feed_subscription(
+    feed: SessionEventFeed,
+    layer: Any = None,
+    on_overflow: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[None]:
+    """Join the session's group on a channel of its own and offer its messages to `feed`;
+    `on_overflow` is awaited when the feed refuses one (the subscriber is too slow).
 
-    For transports without a Channels consumer (SSE); a WebSocket consumer joins with its
-    own channel and offers from its handler. Without a channel layer the feed still works
-    from the database poll alone. Leaving is bounded in time and cannot be held up by the
-    layer (see `shielded`).
+    Both transports subscribe through this, not through a Channels consumer's own channel:
+    when a consumer ends, Channels cancels its pending `layer.receive` and waits for it, and
+    redis-py can swallow that cancellation (see `shielded`), leaving the consumer running
+    forever (seen in the integration tier). Here every layer call on the way in and out is
+    shielded or bounded, and a receive that ignores its cancellation is woken by a message.
+    Without a channel layer the feed still works from the database poll alone.
     """
     layer = layer if layer is not None else get_channel_layer()
     if layer is None:
@@ -495,6 +502,8 @@ async def feed_subscription(feed: SessionEventFeed, layer: Any = None) -> AsyncI
                     await layer.group_add(group, channel)
                 continue
             if message.get("type") == MESSAGE_TYPE and not feed.offer(message):
+                if on_overflow is not None:
+                    await on_overflow()
                 return  # overflowed: `frames()` raises at its next step
 
     task: asyncio.Task[None] | None = None

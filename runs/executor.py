@@ -12,7 +12,9 @@ Invariants:
 - Required capabilities are checked before the provider is called.
 - The provider runs on its own thread and never touches the store; this (supervisor)
   thread does every store write: it batches `message_streamed` chunks (flushed at least
-  every `flush_interval_s`, at once before any other event), renews the run's lease,
+  every `flush_interval_s`) and writes everything queued at once, in emission order, as
+  soon as a non-chunk event arrives (one transaction for what arrived together); it renews
+  the run's lease,
   watches for cancel and the deadline. A lost lease (the reaper took the run back) stops
   the provider and writes nothing more.
 - Token usage accumulates on the run from `token_usage_updated` events (numbers add);
@@ -224,6 +226,7 @@ class RunExecutor:
                 ):
                     stop_provider("lost")
                     break
+            urgent = False  # a non-chunk event arrived: write the buffer after this round
             for _ in range(cfg.max_batch * 4):  # take what is queued, then do the checks
                 if item is None:
                     provider_done = True
@@ -237,14 +240,15 @@ class RunExecutor:
                         if not buffer:
                             buffered_at = self.clock()
                         buffer.append(NewEvent(type=type_, data=data, run_id=run.id, provider=name))
-                        if type_ != _STREAMED or len(buffer) >= cfg.max_batch:
+                        urgent = urgent or type_ != _STREAMED
+                        if len(buffer) >= cfg.max_batch:
                             flush()
                 try:
                     item = inbox.get_nowait()
                 except queue.Empty:
                     break
             now = self.clock()
-            if buffer and (provider_done or now - buffered_at >= cfg.flush_interval_s):
+            if buffer and (urgent or provider_done or now - buffered_at >= cfg.flush_interval_s):
                 flush()
             if provider_done:
                 break
@@ -289,8 +293,11 @@ class RunExecutor:
                 if v
             }
             metadata.update(meta)
-            if meta:
-                session_metadata = {**meta, "provider": name}
+            wanted = {**meta, "provider": name} if meta else {}
+            # Write only what changes (a session's provider ids are usually the same run after
+            # run); the merge itself is atomic, so this read can only save a write.
+            if any(context.session_metadata.get(k) != v for k, v in wanted.items()):
+                session_metadata = wanted
         return self._finish(run, outcome, usage, metadata, session_metadata)
 
     def _cancel_recorded(self, run_id: uuid.UUID) -> bool:

@@ -25,6 +25,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from asm_core.event_types import EventType
@@ -46,12 +47,21 @@ def _limit(value: int) -> int | None:
     return value if value > 0 else None
 
 
+def _queue_state(session_id: uuid.UUID) -> tuple[str | None, bool]:
+    """(session status, whether it has a pending run), in one query."""
+    pending = Run.objects.filter(session_id=session_id, status=RunStatus.PENDING)
+    found = (
+        Session.objects.filter(id=session_id)
+        .annotate(has_pending=Exists(pending))
+        .values_list("status", "has_pending")
+        .first()
+    )
+    return (found[0], bool(found[1])) if found else (None, False)
+
+
 def _has_runnable(session_id: uuid.UUID) -> bool:
-    return Run.objects.filter(
-        session_id=session_id,
-        status=RunStatus.PENDING,
-        session__status=SessionStatus.ACTIVE,
-    ).exists()
+    status, has_pending = _queue_state(session_id)
+    return status == SessionStatus.ACTIVE and has_pending
 
 
 def _set_waiting(session_id: uuid.UUID, reason: str) -> None:
@@ -89,12 +99,10 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
     holding_session = False
     try:
         while True:
-            status = Session.objects.filter(id=session_id).values_list("status", flat=True).first()
-            if status != SessionStatus.ACTIVE:
-                if status == SessionStatus.PAUSED:
+            status, has_pending = _queue_state(session_id)
+            if status != SessionStatus.ACTIVE or not has_pending:
+                if status == SessionStatus.PAUSED and has_pending:
                     _set_waiting(session_id, "the session is paused")
-                return False
-            if not Run.objects.filter(session_id=session_id, status=RunStatus.PENDING).exists():
                 return False
             if not holding_session:
                 if not sessions.acquire(member, lease):

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
@@ -181,7 +182,7 @@ class DjangoSessionStore:
 
     # -- run ownership -------------------------------------------------------------------
     def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # no savepoint inside run_finish's transaction
             session = session_lock(session_id)
             session.metadata = {**session.metadata, **patch}
             session.updated_at = timezone.now()
@@ -192,11 +193,17 @@ class DjangoSessionStore:
     ) -> RunRecord | None:
         try:
             with transaction.atomic():
-                runs = Run.objects.select_for_update().filter(session_id=session_id)
-                if runs.filter(status=RunStatus.RUNNING).exists():
-                    return None
-                run = runs.filter(status=RunStatus.PENDING).order_by("created_at", "id").first()
-                if run is None:
+                # One query: a running run (listed first) blocks the claim; else the oldest
+                # pending one is locked and taken.
+                run = (
+                    Run.objects.select_for_update()
+                    .filter(
+                        session_id=session_id, status__in=[RunStatus.RUNNING, RunStatus.PENDING]
+                    )
+                    .order_by(_RUNNING_FIRST, "created_at", "id")
+                    .first()
+                )
+                if run is None or run.status == RunStatus.RUNNING:
                     return None
                 now = timezone.now()
                 run.status = RunStatus.RUNNING
@@ -206,6 +213,7 @@ class DjangoSessionStore:
                 run.started_at = now
                 run.waiting_reason = ""
                 run.save(update_fields=_CLAIM_FIELDS)
+                event_services.event_run_known(run._state.db or "default", run.id, session_id)
                 return run_record(run)
         except IntegrityError:
             return None  # another claimer won (the one-running-run index said no)
@@ -252,6 +260,7 @@ class DjangoSessionStore:
         return run_record(run)
 
 
+_RUNNING_FIRST = Case(When(status=RunStatus.RUNNING, then=Value(0)), default=Value(1))
 _CLAIM_FIELDS = [
     "status",
     "attempt",

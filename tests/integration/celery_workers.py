@@ -87,8 +87,11 @@ class WorkerPool:
         extra_env: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
         loglevel: str = "warning",
+        pool: str = "solo",
+        concurrency: int = 1,
     ) -> None:
         self.n = n
+        self.pool, self.concurrency = pool, concurrency
         self.tag = uuid.uuid4().hex[:10]
         self.queue = f"asm-test-{self.tag}"
         self.prefix = f"asm-test-{uuid.uuid4()}:"
@@ -126,9 +129,9 @@ class WorkerPool:
                         "--quiet",  # no banner
                         "worker",
                         "-P",
-                        "solo",
+                        self.pool,
                         "-c",
-                        "1",
+                        str(self.concurrency),
                         "-Q",
                         self.queue,
                         "-n",
