@@ -15,8 +15,9 @@ guards the WebSocket against cross-site use of the login cookie.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any, cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 from channels.auth import get_user
 from channels.middleware import BaseMiddleware
@@ -116,10 +117,36 @@ class BrowserOriginValidator(OriginValidator):  # type: ignore[misc]
     authenticate with a token, so they pass.
     """
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        origin = None
+        for name, value in scope.get("headers", ()):
+            if name == b"origin":
+                with suppress(UnicodeDecodeError):
+                    origin = urlparse(bytes(value).decode("latin1"))
+        if self.valid_origin(origin):
+            return await self.application(scope, receive, send)
+        await deny_websocket(receive, send)
+        return None
+
     def valid_origin(self, parsed_origin: Any) -> bool:
         if parsed_origin is None:
             return True
         return bool(super().valid_origin(parsed_origin))
+
+
+async def deny_websocket(receive: Any, send: Any) -> None:
+    """Refuse the handshake (HTTP 403) as plain ASGI.
+
+    Not Channels' `WebsocketDenier`: it is a consumer with a channel-layer channel, and its
+    end can hang on a layer receive that swallowed its cancellation (see
+    `events.streaming.feed_subscription`), leaving a task per refused connection.
+    """
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.close"})
+    while message["type"] != "websocket.disconnect":
+        message = await receive()
 
 
 def origin_validator(application: Any) -> BrowserOriginValidator:

@@ -35,7 +35,15 @@ class Command(BaseCommand):
             self.stdout.write("embedded worker and reaper running (no REDIS_URL)")
         app = ASGIStaticFilesHandler(application) if settings.DEBUG else application
         try:
-            uvicorn.run(app, host=options["host"], port=options["port"], log_level="info")
+            # Open SSE streams would hold shutdown forever; after 5 s they are cut and their
+            # clients resume with Last-Event-ID.
+            uvicorn.run(
+                app,
+                host=options["host"],
+                port=options["port"],
+                log_level="info",
+                timeout_graceful_shutdown=5,
+            )
         finally:
             if worker is not None:
                 worker.stop()
