@@ -13,6 +13,8 @@ Invariants:
   member it holds is a no-op that refreshes its TTL. Expired members are dropped on every
   acquire. Redis evaluates each step in one Lua script with Redis's own clock.
 - A cancel signal is a key that says "this run should stop"; the executor polls it.
+- A flag (`flag_set`: set-if-absent with a TTL; `flag_clear`) says "something is already
+  on its way", e.g. a drain message for a session; it expires on its own.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Coordinator(Protocol):
     def slots(self, name: str, limit: int | None) -> SlotPool: ...
     def cancel_send(self, run_id: uuid.UUID) -> None: ...
     def cancel_requested(self, run_id: uuid.UUID) -> bool: ...
+    def flag_set(self, key: str, ttl_ms: int) -> bool: ...
+    def flag_clear(self, key: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- Redis
@@ -141,6 +145,12 @@ class RedisCoordinator:
     def cancel_requested(self, run_id: uuid.UUID) -> bool:
         return bool(self.client.exists(f"{self.prefix}cancel:{run_id}"))
 
+    def flag_set(self, key: str, ttl_ms: int) -> bool:
+        return bool(self.client.set(f"{self.prefix}flag:{key}", "1", nx=True, px=ttl_ms))
+
+    def flag_clear(self, key: str) -> None:
+        self.client.delete(f"{self.prefix}flag:{key}")
+
 
 # --------------------------------------------------------------------------- local
 class _Clock:
@@ -219,6 +229,7 @@ class LocalCoordinator:
         self.locks: dict[str, tuple[str, float]] = {}
         self.pools: dict[str, dict[str, float]] = {}
         self.cancelled: set[uuid.UUID] = set()
+        self.flags: dict[str, float] = {}
 
     def lock(self, key: str, ttl_ms: int) -> Lock:
         return LocalLock(self, key, ttl_ms)
@@ -233,6 +244,18 @@ class LocalCoordinator:
     def cancel_requested(self, run_id: uuid.UUID) -> bool:
         with self.mutex:
             return run_id in self.cancelled
+
+    def flag_set(self, key: str, ttl_ms: int) -> bool:
+        with self.mutex:
+            now = _Clock.now_ms()
+            if self.flags.get(key, 0.0) > now:
+                return False
+            self.flags[key] = now + ttl_ms
+            return True
+
+    def flag_clear(self, key: str) -> None:
+        with self.mutex:
+            self.flags.pop(key, None)
 
 
 @cache

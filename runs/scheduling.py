@@ -12,6 +12,9 @@ Invariants:
 - Fleet-wide limits (`ASM_MAX_PARALLEL_SESSIONS`, `ASM_MAX_PARALLEL_RUNS`) are slots with
   TTLs (a dead worker's slots come back); when full, runs stay `pending` with a visible
   `waiting_reason` and the drain retries after `ASM_LIMIT_RETRY_S`.
+- A session's pending runs are never stranded: besides the drain messages (deduplicated by
+  `runs.dispatch`), the reaper's sweep wakes any active session whose pending runs have
+  waited `ASM_STRANDED_AFTER_S` with nothing running.
 - The reaper finds running runs whose lease lapsed and, fenced by attempt number, ends them
   `failed` with `worker_lost` (or `cancelled` if a cancel was requested), or puts them
   back to `pending` when attempts remain (`run_requeued`); then it wakes the session.
@@ -21,11 +24,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from asm_core.event_types import EventType
@@ -33,7 +36,7 @@ from asm_core.lifecycle import RunStatus, SessionStatus
 from events.services import event_append
 from runs.bootstrap import build_executor
 from runs.coordination import Coordinator, Heartbeat, coordinator
-from runs.dispatch import drain_enqueue
+from runs.dispatch import drain_enqueue, drain_flag
 from runs.models import Run
 from runs.store import DjangoSessionStore
 from sessions.models import Session
@@ -73,6 +76,7 @@ def _set_waiting(session_id: uuid.UUID, reason: str) -> None:
 def session_drain(*, session_id: uuid.UUID, worker_id: str) -> None:
     """Execute the session's pending runs one by one, oldest first, if no one else is."""
     coord = coordinator()
+    coord.flag_clear(drain_flag(session_id))  # from now on, a new submit sends a new drain
     ttl = settings.ASM_SESSION_LOCK_TTL_MS
     for _ in range(3):
         lock = coord.lock(f"session:{session_id}", ttl)
@@ -142,14 +146,37 @@ def _retry_later(session_id: uuid.UUID, reason: str) -> bool:
 
 # --------------------------------------------------------------------------- reaper
 def run_reap_stale(*, now: datetime | None = None) -> int:
-    """End or requeue every running run whose lease lapsed. Returns how many it handled."""
+    """End or requeue every running run whose lease lapsed. Returns how many it handled.
+
+    Then it wakes every active session whose oldest pending run has waited longer than
+    `ASM_STRANDED_AFTER_S` with nothing running: its drain message was lost.
+    """
     now = now or timezone.now()
     stale = list(
         Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list(
             "id", flat=True
         )[:500]
     )
-    return sum(_reap_one(run_id, now) for run_id in stale)
+    reaped = sum(_reap_one(run_id, now) for run_id in stale)
+    _wake_stranded(now)
+    return reaped
+
+
+def _wake_stranded(now: datetime) -> None:
+    running = Run.objects.filter(session_id=OuterRef("session_id"), status=RunStatus.RUNNING)
+    stranded = (
+        Run.objects.filter(
+            status=RunStatus.PENDING,
+            created_at__lt=now - timedelta(seconds=settings.ASM_STRANDED_AFTER_S),
+            session__status=SessionStatus.ACTIVE,
+        )
+        .exclude(Exists(running))
+        .values_list("session_id", flat=True)
+        .distinct()[:1000]
+    )
+    for session_id in stranded:
+        logger.warning("session %s has pending runs and no drain: waking it", session_id)
+        drain_enqueue(session_id)
 
 
 def _reap_one(run_id: uuid.UUID, now: datetime) -> bool:

@@ -198,6 +198,10 @@ ASM_MAX_QUEUED_RUNS: int = env.int("ASM_MAX_QUEUED_RUNS", default=100)
 ASM_MAX_PARALLEL_RUNS: int = env.int("ASM_MAX_PARALLEL_RUNS", default=50)  # 0: unlimited
 ASM_MAX_PARALLEL_SESSIONS: int = env.int("ASM_MAX_PARALLEL_SESSIONS", default=100)  # 0: unlimited
 ASM_LIMIT_RETRY_S: float = env.float("ASM_LIMIT_RETRY_S", default=1.0)
+ASM_DRAIN_FLAG_TTL_MS: int = env.int("ASM_DRAIN_FLAG_TTL_MS", default=10_000)
+# The reaper also wakes sessions whose oldest pending run has waited this long with nothing
+# running (a lost drain message).
+ASM_STRANDED_AFTER_S: float = env.float("ASM_STRANDED_AFTER_S", default=10.0)
 ASM_REDIS_PREFIX: str = env.str("ASM_REDIS_PREFIX", default="asm:")
 ASM_EMBEDDED_WORKER_THREADS: int = env.int("ASM_EMBEDDED_WORKER_THREADS", default=4)
 

@@ -249,3 +249,43 @@ def test_drain_task_name_is_stable():
     app.loader.import_default_modules()
     assert DRAIN_TASK in app.tasks
     assert "workers.run_reap_stale" in app.tasks
+
+
+def test_one_drain_message_per_session_until_the_drain_starts(
+    session, django_capture_on_commit_callbacks
+):
+    before = _drains_queued()
+    with django_capture_on_commit_callbacks(execute=True):
+        run_submit(session_id=session.id, input="1")
+    with django_capture_on_commit_callbacks(execute=True):
+        run_submit(session_id=session.id, input="2")  # the queued drain will see this run
+    assert _drains_queued() == before + 1
+    session_drain(session_id=session.id, worker_id="w")  # clears the flag first
+    with django_capture_on_commit_callbacks(execute=True):
+        run_submit(session_id=session.id, input="3")
+    assert _drains_queued() == before + 2
+
+
+def test_the_reaper_wakes_a_session_whose_drain_message_was_lost(
+    session, django_capture_on_commit_callbacks
+):
+    from runs.coordination import coordinator
+    from runs.dispatch import drain_flag
+
+    run = run_submit(session_id=session.id, input="stranded").run  # its message never sent
+    coordinator().flag_clear(drain_flag(session.id))
+    before = _drains_queued()
+    with django_capture_on_commit_callbacks(execute=True):
+        run_reap_stale()  # too recent to call stranded
+    assert _drains_queued() == before
+    with django_capture_on_commit_callbacks(execute=True):
+        run_reap_stale(now=timezone.now() + timedelta(minutes=1))
+    assert _drains_queued() == before + 1
+    # A session whose run is running is not stranded: its drain is busy with it.
+    coordinator().flag_clear(drain_flag(session.id))
+    assert DjangoSessionStore().run_claim_next(session.id, owner="w", lease_ms=600_000)
+    run_submit(session_id=session.id, input="behind it")
+    with django_capture_on_commit_callbacks(execute=True):
+        run_reap_stale(now=timezone.now() + timedelta(minutes=1))
+    assert _drains_queued() == before + 1
+    assert Run.objects.get(id=run.id).status == "running"
