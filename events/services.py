@@ -51,6 +51,17 @@ _CHUNK = 500
 _DEDUP_RETRIES = 5
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _own_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy the caller cannot change afterwards: shallow for flat payloads (most events,
+    and cheap), deep when a value is itself a container."""
+    if all(isinstance(v, _SCALARS) for v in value.values()):
+        return dict(value)
+    return copy.deepcopy(dict(value))
+
+
 @dataclass(slots=True)
 class _Row:
     id: uuid.UUID
@@ -114,8 +125,8 @@ def _rows(events: Sequence[NewEvent]) -> list[_Row]:
             id=e.id or uuid.uuid4(),
             run_id=e.run_id,
             type=e.type,
-            data=copy.deepcopy(validate_event(e.type, e.data)),  # ours, not the caller's
-            metadata=copy.deepcopy(dict(e.metadata)),
+            data=_own_copy(validate_event(e.type, e.data)),  # ours, not the caller's
+            metadata=_own_copy(e.metadata),
             provider=e.provider,
             timestamp=now,
             given_id=e.id is not None,
