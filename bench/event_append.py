@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asm_project.settings.test")
+from _common import bench_database, setup  # bench/ is the script's own directory
 
 BATCH = 50
 ROUNDS = 6
@@ -37,26 +32,16 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=3000)
     parser.add_argument("--batches", type=int, default=300)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        print("bench/event_append.py needs DATABASE_URL=postgres://...", file=sys.stderr)
+    if not setup("bench/event_append.py"):
         return 2
-
-    import django
-
-    django.setup()
     import psycopg
-    from django.conf import settings
     from django.db import connection
 
     from events.models import Event
     from events.services import NewEvent, event_append, event_append_many
     from sessions.models import Session
 
-    settings.DEBUG = False  # no query log: measure what production runs
-    # A database of its own (never a test run's test_<name>), dropped at the end.
-    connection.settings_dict["TEST"]["NAME"] = f"asm_bench_{os.getpid()}"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with bench_database() as db_name:
         s = connection.settings_dict
         conninfo = (
             f"host={s['HOST'] or '127.0.0.1'} port={s['PORT'] or 5432} "
@@ -126,8 +111,6 @@ def main() -> int:
             statistics.median(rates["asm_batch"]),
             statistics.median(rates["base_batch"]),
         )
-    finally:
-        connection.creation.destroy_test_db(db_name, verbosity=0)
 
     rows = [
         ("single event_append", single_rate, base_single_rate, 0.5),

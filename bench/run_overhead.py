@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -38,9 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asm_project.settings.test")
+from _common import ROOT, bench_database, setup  # bench/ is the script's own directory
 
 TERMINAL = ("completed", "failed", "cancelled", "timeout")
 OVERHEAD_TARGET_MS = 15.0
@@ -80,50 +77,27 @@ def main() -> int:
     parser.add_argument("--lone", type=int, default=200)
     parser.add_argument("--pings", type=int, default=300)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        print("bench/run_overhead.py needs DATABASE_URL=postgres://...", file=sys.stderr)
+    if not setup("bench/run_overhead.py", redis=True):
         return 2
-    if not os.environ.get("REDIS_URL", "").startswith("redis://"):
-        print("bench/run_overhead.py needs REDIS_URL=redis://...", file=sys.stderr)
-        return 2
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection, connections
-
-    settings.DEBUG = False  # no query log: measure what production runs
-    connection.settings_dict["TEST"]["NAME"] = f"asm_bench_{os.getpid()}"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="asm-bench-") as log_dir:
-            return measure(args, Path(log_dir))
-    finally:
-        connections.close_all()
-        connection.creation.destroy_test_db(db_name, verbosity=0)
+    with bench_database(), tempfile.TemporaryDirectory(prefix="asm-bench-") as log_dir:
+        return measure(args, Path(log_dir))
 
 
 def measure(args: argparse.Namespace, log_dir: Path) -> int:
     import redis
     from django.conf import settings
-    from django.db import connection, connections
+    from django.db import connections
 
     from asm_project.celery import app
     from runs.models import Run
     from runs.services import run_submit
     from sessions.services import session_create
     from tests.integration.celery_workers import WorkerPool, use_pool
+    from tests.integration.conftest import test_database_url
 
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    db_url = (
-        f"postgres://{s.get('USER') or 'postgres'}{password}@{s.get('HOST') or '127.0.0.1'}:"
-        f"{s.get('PORT') or 5432}/{s['NAME']}"
-    )
     env = {
         **os.environ,
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": test_database_url(),
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "asm_project.settings.base",
         "DJANGO_DEBUG": "False",
