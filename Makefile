@@ -71,7 +71,7 @@ check: lint typecheck imports test ## everything CI checks
 
 bench: install ## run every bench/*.py (needs DATABASE_URL)
 	@test -n "$$DATABASE_URL" || { echo "make bench needs DATABASE_URL (a PostgreSQL URL)" >&2; exit 1; }
-	@set -e; found=0; for script in bench/*.py; do \
+	@set -e; found=0; for script in bench/[!_]*.py; do \
 		[ -e "$$script" ] || continue; found=1; \
 		echo "== $$script"; PYTHONPATH=. $(PY) "$$script"; \
 	done; [ $$found = 1 ] || echo "no benchmarks in bench/"
