@@ -7,8 +7,8 @@ Invariants:
   reordered message is harmless, because subscribers drop what they already sent and
   backfill any gap from the database (`events.selectors.event_list`).
 - The append hot path never waits on the channel layer: on commit the events are handed
-  to one publisher thread per process, which sends whatever has queued up as one message
-  per session, in the order the events were committed in this process. Events in one
+  to one publisher thread per process, which sends whatever has queued up within 2 ms as
+  one message per session, in the order the events were committed in this process. Events in one
   message are ascending per session except across processes, which subscribers handle.
 """
 
@@ -18,6 +18,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from events.models import Event
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "events.appended"
+COALESCE_S = 0.002  # longest an event waits for others to share its doorbell message
 
 
 def session_group(session_id: uuid.UUID) -> str:
@@ -53,11 +55,11 @@ def event_json(event: Event) -> dict[str, Any]:
 
 class _Publisher:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[uuid.UUID, list[dict[str, Any]]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[uuid.UUID, list[Event]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, session_id: uuid.UUID, events: list[dict[str, Any]]) -> None:
+    def submit(self, session_id: uuid.UUID, events: list[Event]) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -76,12 +78,15 @@ class _Publisher:
         while True:
             # Take everything queued: one message per session per round, so a burst of small
             # appends costs one layer call per session, not one per append.
-            pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            # Waiting COALESCE_S after the first item lets a stream of appends (one per
+            # streamed chunk flush, or a busy worker's many sessions) share a layer call.
+            pending: dict[uuid.UUID, list[Event]] = {}
             item = self._queue.get()
+            until = time.monotonic() + COALESCE_S
             while True:
                 pending.setdefault(item[0], []).extend(item[1])
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
             if layer is None:
@@ -93,8 +98,8 @@ class _Publisher:
                         {
                             "type": MESSAGE_TYPE,
                             "session_id": str(session_id),
-                            "events": events,
-                            "last_sequence": max(e["sequence_number"] for e in events),
+                            "events": [event_json(e) for e in events],
+                            "last_sequence": max(e.sequence_number for e in events),
                         },
                     )
                     loop.run_until_complete(publish)
@@ -111,5 +116,5 @@ def events_publish(session_id: uuid.UUID, events: Sequence[Event]) -> None:
     """Publish stored events to the session's subscribers once the transaction commits."""
     if not events:
         return
-    payload = [event_json(e) for e in events]
-    transaction.on_commit(lambda: _publisher.submit(session_id, payload))
+    stored = list(events)  # serialized on the publisher thread, off the append path
+    transaction.on_commit(lambda: _publisher.submit(session_id, stored))
