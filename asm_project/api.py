@@ -16,6 +16,7 @@ Django's own generic classes in the settings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
@@ -81,6 +82,33 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
         status: OpenApiResponse(response=ErrorEnvelopeSerializer, description=_ERROR_TEXT[status])
         for status in wanted
     }
+
+
+# --------------------------------------------------------------------------- JSON input
+
+
+def json_storable(value: Any) -> None:
+    """Validator of free-form JSON input (`context`, `metadata`, run `input` and `options`):
+    what PostgreSQL's `jsonb` cannot store is a 400 `validation_error`, not a database error
+    (a 500): a NUL character (U+0000) or a lone surrogate (not UTF-8) in any string or key,
+    and a number that is not finite (`1e999` parses as infinity)."""
+    stack = [value]
+    while stack:  # iterative: no recursion limit to run into
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise serializers.ValidationError("Null characters are not allowed.")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise serializers.ValidationError("Surrogate characters are not allowed.") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise serializers.ValidationError("Numbers must be finite.")
 
 
 # --------------------------------------------------------------------------- enums

@@ -9,11 +9,13 @@ become `internal_error` without leaking their text (they are logged).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from asm_core.errors import AsmError
@@ -69,6 +71,24 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def error_response(error: AsmError, status: int | None = None) -> JsonResponse:
     """The envelope as a plain Django response (for non-DRF views: SSE, long-poll, probes)."""
     return JsonResponse(envelope(error), status=status or error.http_status)
+
+
+class JsonBodyParser(JSONParser):
+    """DRF's JSON parser (the API's only one, `DEFAULT_PARSER_CLASSES`), except that a body
+    nested too deeply for Python's `json` module is a 400 `invalid_format` like any other
+    malformed JSON (DRF only turns `ValueError`s into a parse error: its `RecursionError`
+    was a 500)."""
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise drf.ParseError("JSON parse error - nested too deeply") from None
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
@@ -57,12 +58,29 @@ class CreatedCursorPagination(CursorPagination):
         return value
 
     def decode_cursor(self, request: Request) -> Cursor | None:
+        # DRF checks a cursor's shape but not its position, which goes into the query as a
+        # `created_at` bound: a forged position must be a 400 here, not a 500 there.
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
+            valid = cursor is None or _is_aware_datetime(cursor.position)
         except NotFound:
-            raise ValidationError(
-                {self.cursor_query_param: [self.invalid_cursor_message]}
-            ) from None
+            valid = False
+        if not valid:
+            raise ValidationError({self.cursor_query_param: [self.invalid_cursor_message]})
+        return cursor
+
+
+def _is_aware_datetime(position: object) -> bool:
+    """A cursor position is absent, or the `created_at` (with its offset) of a row."""
+    if position is None:
+        return True
+    if not isinstance(position, str):
+        return False
+    try:
+        parsed = parse_datetime(position)
+    except ValueError:
+        return False
+    return parsed is not None and parsed.tzinfo is not None
 
 
 class OldestFirstCursorPagination(CreatedCursorPagination):

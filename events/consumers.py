@@ -113,7 +113,9 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def send_frame(self, frame: Frame) -> None:
         if isinstance(frame, EventFrame):
-            await self.send_json({"type": "event", "event": frame.event})
+            # `send_json({"type": "event", "event": ...})`'s text, with the event encoded once
+            # for all the session's subscribers in this process
+            await self.send(text_data=f'{{"type": "event", "event": {frame.json()}}}')
         else:
             await self.send_json({"type": "ping"})
 

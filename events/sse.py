@@ -54,8 +54,7 @@ TOO_SLOW_REASON = "too slow: reconnect with after=<last sequence received>"
 def sse_frame(frame: Frame) -> bytes:
     """One frame in `text/event-stream` form."""
     if isinstance(frame, EventFrame):
-        data = json.dumps(frame.event, separators=(",", ":"))
-        return f"id: {frame.sequence}\ndata: {data}\n\n".encode()
+        return f"id: {frame.sequence}\ndata: {frame.json(compact=True)}\n\n".encode()
     return b": ping\n\n"
 
 

@@ -40,8 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -220,6 +223,36 @@ class EventFrame:
     sequence: int
     event: dict[str, Any]
 
+    def json(self, *, compact: bool = False) -> str:
+        """The event as JSON text, encoded once per process for all its subscribers."""
+        return _encoded(self.event, compact)
+
+
+#: Encoded events by (event id, compact): a session's N subscribers send the same text, so
+#: each event is encoded once per process, not N times (fan-out, `bench/stream_latency.py`).
+_ENCODED: dict[tuple[str, bool], str] = {}
+_ENCODED_MAX = 4096
+_encoded_lock = threading.Lock()
+
+
+def _encoded(event: Mapping[str, Any], compact: bool) -> str:
+    event_id = event.get("id")
+    if not isinstance(event_id, str):
+        return _dumps(event, compact)
+    key = (event_id, compact)
+    text = _ENCODED.get(key)
+    if text is None:
+        text = _dumps(event, compact)
+        with _encoded_lock:
+            while len(_ENCODED) >= _ENCODED_MAX:
+                del _ENCODED[next(iter(_ENCODED))]  # the oldest
+            _ENCODED[key] = text
+    return text
+
+
+def _dumps(event: Mapping[str, Any], compact: bool) -> str:
+    return json.dumps(event, separators=(",", ":") if compact else None)
+
 
 class PingFrame:
     """The heartbeat: nothing was sent for `ASM_WS_HEARTBEAT_S`."""
@@ -289,6 +322,9 @@ class SessionEventFeed:
         self._overflowed = False
         self._wake = asyncio.Event()
         self._last_frame_at = 0.0
+        #: The one timer that wakes an idle feed for its poll or heartbeat, and when.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @property
     def cursor(self) -> int:
@@ -355,34 +391,55 @@ class SessionEventFeed:
                 self._last_frame_at = loop.time()
 
     async def _frames(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[Frame, None]:
-        async for frame in self._catch_up():
-            yield frame
-        next_poll = loop.time() + self.poll_interval_s
-        while True:
-            if self._overflowed:
-                raise StreamOverflow(self._last_sent)
-            _raise_if_cancelling()
-            if self._inbox:
-                events, last_sequence = self._inbox.popleft()
-                self._pending -= max(1, len(events))
-                async for frame in self._apply(events, last_sequence):
-                    yield frame
-                next_poll = loop.time() + self.poll_interval_s
-                continue
-            now = loop.time()
-            next_ping = self._last_frame_at + self.heartbeat_s
-            if now < min(next_poll, next_ping):
-                self._wake.clear()
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(min(next_poll, next_ping) - now):
-                        await self._wake.wait()
-                continue
-            if now >= next_poll:
-                async for frame in self._catch_up():
-                    yield frame
-                next_poll = loop.time() + self.poll_interval_s
-            if loop.time() >= self._last_frame_at + self.heartbeat_s:
-                yield PING
+        try:
+            async for frame in self._catch_up():
+                yield frame
+            next_poll = loop.time() + self.poll_interval_s
+            while True:
+                if self._overflowed:
+                    raise StreamOverflow(self._last_sent)
+                _raise_if_cancelling()
+                if self._inbox:
+                    events, last_sequence = self._inbox.popleft()
+                    self._pending -= max(1, len(events))
+                    async for frame in self._apply(events, last_sequence):
+                        yield frame
+                    next_poll = loop.time() + self.poll_interval_s
+                    continue
+                now = loop.time()
+                next_ping = self._last_frame_at + self.heartbeat_s
+                if now < min(next_poll, next_ping):
+                    self._wake.clear()
+                    self._wake_at(loop, min(next_poll, next_ping))
+                    await self._wake.wait()
+                    continue
+                if now >= next_poll:
+                    async for frame in self._catch_up():
+                        yield frame
+                    next_poll = loop.time() + self.poll_interval_s
+                if loop.time() >= self._last_frame_at + self.heartbeat_s:
+                    yield PING
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Make sure the feed wakes by `when` (its next poll or heartbeat). One timer,
+        re-armed only when it would fire too late: every doorbell pushes the poll back, and
+        a timer per wait (cancelled at the next doorbell) cost about a quarter of the feed's
+        time in timer-heap churn at 200 subscribers. A timer that fires early only makes the
+        loop look again and re-arm."""
+        if self._timer is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     async def _apply(
         self, events: Iterable[Mapping[str, Any]], last_sequence: int | None
@@ -464,14 +521,112 @@ async def _settle(task: asyncio.Future[Any], timeout: float = LAYER_TIMEOUT_S) -
         logger.warning("channel-layer call failed", exc_info=task.exception())
 
 
+class _SessionHub:
+    """One group membership per session, per event loop and layer, shared by all the local
+    subscribers of the session: one channel joined to the session's group, one pump that
+    receives each doorbell once and offers it to every subscriber's feed.
+
+    Without it every subscriber joined the group with a channel of its own, so a doorbell
+    was one channel-layer message PER SUBSCRIBER: channels_redis pushed N copies into the
+    server process's one queue and popped them one Redis round trip at a time, and beyond
+    its channel capacity (100) dropped the rest, which then waited for the gap backfill or
+    the 1 s poll (`bench/stream_latency.py`: p50 2.3 s at 200 subscribers). Now it is one
+    message per session and server process, fanned out in memory (`offer` never blocks).
+    """
+
+    def __init__(self, layer: Any, session_id: uuid.UUID) -> None:
+        self.layer = layer
+        self.session_id = session_id
+        self.group = session_group(session_id)
+        #: The feeds to offer each doorbell to, and what to call when one overflows.
+        self.feeds: dict[SessionEventFeed, Callable[[], Awaitable[None]] | None] = {}
+        self.closing = False
+        self.stopping = asyncio.Event()
+        self.channel = ""
+        self.callbacks: set[asyncio.Future[None]] = set()
+        # Both start at once, on the running loop: the join, and the pump that awaits it.
+        self.joined: asyncio.Future[None] = asyncio.ensure_future(self._join())
+        self.task = asyncio.create_task(self._pump(), name=f"asm-feed-{session_id}")
+
+    @property
+    def usable(self) -> bool:
+        """Not torn down, and its group join has not failed."""
+        joined = self.joined
+        failed = joined.done() and (joined.cancelled() or joined.exception() is not None)
+        return not self.closing and not failed
+
+    async def _join(self) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+
+    async def _pump(self) -> None:
+        try:
+            await shielded(self.joined)
+        except Exception:
+            return  # the subscribers waiting for the join get the error
+        while not self.stopping.is_set():
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # meanwhile the database poll delivers, only later
+                logger.warning("doorbell of session %s failed", self.session_id, exc_info=True)
+                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+                with suppress(Exception):  # the layer may have lost the membership
+                    await self.layer.group_add(self.group, self.channel)
+                continue
+            if message.get("type") == MESSAGE_TYPE:
+                self.offer(message)
+
+    def offer(self, message: Mapping[str, Any]) -> None:
+        for feed, on_overflow in list(self.feeds.items()):
+            if feed.offer(message):
+                continue
+            # Too slow: this feed takes nothing more (`frames()` raises at its next step);
+            # its callback runs on its own, so a stuck client holds up nobody else.
+            del self.feeds[feed]
+            if on_overflow is not None:
+                callback = asyncio.ensure_future(on_overflow())
+                self.callbacks.add(callback)
+                callback.add_done_callback(self._callback_done)
+
+    def _callback_done(self, callback: asyncio.Future[None]) -> None:
+        self.callbacks.discard(callback)
+        if not callback.cancelled() and callback.exception() is not None:
+            logger.warning("overflow handler failed", exc_info=callback.exception())
+
+    async def close(self) -> None:
+        """Stop the pump and leave the group; every wait is bounded, nothing raises."""
+        self.closing = True
+        self.stopping.set()
+        self.task.cancel()
+        await _settle(self.task, 1.0)
+        if not self.task.done() and self.channel:  # the layer swallowed the cancel: wake it
+            await _settle(asyncio.ensure_future(self.layer.send(self.channel, {"type": _STOP})))
+            await _settle(self.task)
+        await _settle(self.joined)  # a join still in flight must not outlive the discard
+        if self.channel:
+            await _settle(asyncio.ensure_future(self.layer.group_discard(self.group, self.channel)))
+
+
+#: The live hubs: per event loop, per (layer, session).
+_hubs: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, uuid.UUID], _SessionHub]
+] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def feed_subscription(
     feed: SessionEventFeed,
     layer: Any = None,
     on_overflow: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[None]:
-    """Join the session's group on a channel of its own and offer its messages to `feed`;
-    `on_overflow` is awaited when the feed refuses one (the subscriber is too slow).
+    """Subscribe `feed` to its session's doorbells, in place once this is entered;
+    `on_overflow` is awaited (on a task of its own) when the feed refuses one (the
+    subscriber is too slow).
+
+    Subscribers of one session on one event loop share one group membership
+    (`_SessionHub`): the first one in joins the group, the last one out leaves it.
 
     Both transports subscribe through this, not through a Channels consumer's own channel:
     when a consumer ends, Channels cancels its pending `layer.receive` and waits for it, and
@@ -484,41 +639,19 @@ async def feed_subscription(
     if layer is None:
         yield
         return
-    group = session_group(feed.session_id)
-    channel = await layer.new_channel()
-    joining: asyncio.Future[None] = asyncio.ensure_future(layer.group_add(group, channel))
-    stopping = asyncio.Event()
-
-    async def pump() -> None:
-        while not stopping.is_set():
-            try:
-                message = await layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # meanwhile the database poll delivers, only later
-                logger.warning("doorbell of session %s failed", feed.session_id, exc_info=True)
-                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
-                with suppress(Exception):  # the layer may have lost the membership
-                    await layer.group_add(group, channel)
-                continue
-            if message.get("type") == MESSAGE_TYPE and not feed.offer(message):
-                if on_overflow is not None:
-                    await on_overflow()
-                return  # overflowed: `frames()` raises at its next step
-
-    task: asyncio.Task[None] | None = None
+    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
+    key = (layer, feed.session_id)
+    hub = hubs.get(key)
+    if hub is None or not hub.usable:
+        hub = hubs[key] = _SessionHub(layer, feed.session_id)
+    hub.feeds[feed] = on_overflow  # before the join completes: no doorbell after it is missed
     try:
-        await shielded(joining)
-        task = asyncio.create_task(pump(), name=f"asm-feed-{feed.session_id}")
+        await shielded(hub.joined)
         yield
     finally:
-        stopping.set()
-        if task is not None:
-            task.cancel()
-            await _settle(task, 1.0)
-            if not task.done():  # the layer swallowed the cancel: wake its receive instead
-                await _settle(asyncio.ensure_future(layer.send(channel, {"type": _STOP})))
-                await _settle(task)
-        await _settle(joining)  # a join still in flight must not outlive the discard
-        leaving = asyncio.ensure_future(layer.group_discard(group, channel))
-        await _settle(leaving)
+        hub.feeds.pop(feed, None)
+        if not hub.feeds and not hub.closing:
+            hub.closing = True
+            if hubs.get(key) is hub:
+                del hubs[key]
+            await hub.close()

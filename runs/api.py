@@ -21,7 +21,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asm_core.lifecycle import RUN_TERMINAL, RunStatus
-from asm_project.api import AsyncAPIView, enum_choices, error_responses, paginated, request_user
+from asm_project.api import (
+    AsyncAPIView,
+    enum_choices,
+    error_responses,
+    json_storable,
+    paginated,
+    request_user,
+)
 from asm_project.pagination import OldestFirstCursorPagination
 from runs.bootstrap import provider_registry
 from runs.models import Run
@@ -123,11 +130,13 @@ class RunSubmitApi(APIView):
     """POST /api/v1/sessions/{id}/runs: queue a run (202); an idempotent replay is a 200."""
 
     class InputSerializer(serializers.Serializer[Any]):
-        input = serializers.JSONField(help_text=INPUT_HELP)
+        input = serializers.JSONField(help_text=INPUT_HELP, validators=[json_storable])
         provider = serializers.CharField(
             required=False, help_text="A registered provider (default: the configured one)."
         )
-        options = serializers.DictField(required=False, help_text=OPTIONS_HELP)
+        options = serializers.DictField(
+            required=False, help_text=OPTIONS_HELP, validators=[json_storable]
+        )
 
         class Meta:
             ref_name = "RunSubmitInput"
@@ -293,12 +302,14 @@ class RunOnceApi(APIView):
     """POST /api/v1/run: the one-shot (session, run, wait, finish the session)."""
 
     class InputSerializer(serializers.Serializer[Any]):
-        input = serializers.JSONField(help_text=INPUT_HELP)
+        input = serializers.JSONField(help_text=INPUT_HELP, validators=[json_storable])
         provider = serializers.CharField(required=False)
         agent_id = serializers.CharField(
             required=False, max_length=200, help_text="Default: the provider's name."
         )
-        options = serializers.DictField(required=False, help_text=OPTIONS_HELP)
+        options = serializers.DictField(
+            required=False, help_text=OPTIONS_HELP, validators=[json_storable]
+        )
         timeout = serializers.FloatField(
             required=False,
             min_value=0,

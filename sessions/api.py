@@ -19,7 +19,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asm_core.lifecycle import SessionStatus
-from asm_project.api import enum_choices, error_responses, paginated, request_user
+from asm_project.api import (
+    enum_choices,
+    error_responses,
+    json_storable,
+    paginated,
+    request_user,
+)
 from asm_project.pagination import CreatedCursorPagination
 from sessions.models import Session
 from sessions.selectors import session_get_for_user, session_list
@@ -121,7 +127,7 @@ class SessionCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer[Any]):
         agent_id = serializers.CharField(max_length=200)
-        metadata = serializers.DictField(required=False)
+        metadata = serializers.DictField(required=False, validators=[json_storable])
         tags = serializers.ListField(child=serializers.CharField(), required=False)
         parent_session_id = serializers.UUIDField(required=False, allow_null=True)
 
@@ -129,7 +135,9 @@ class SessionCreateApi(APIView):
             ref_name = "SessionCreateInput"
 
         def get_fields(self) -> dict[str, Any]:
-            return _with_context_field(super().get_fields(), required=False)
+            return _with_context_field(
+                super().get_fields(), required=False, validators=[json_storable]
+            )
 
     @extend_schema(
         operation_id="sessions_create",
