@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the benchmarks import the project and its test helpers
 
 
 def setup(script: str, *, redis: bool = False) -> bool:
@@ -24,7 +26,6 @@ def setup(script: str, *, redis: bool = False) -> bool:
     if redis and not os.environ.get("REDIS_URL", "").startswith("redis://"):
         print(f"{script} needs REDIS_URL=redis://...", file=sys.stderr)
         return False
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asm_project.settings.test")
     import django
 

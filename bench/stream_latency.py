@@ -56,7 +56,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, bench_database, setup  # bench/ is the script's own directory
+
+from tests.integration.asgi_server import AsgiServer
 
 ONE_TARGET_MS = 25.0
 FANOUT_TARGET_MS = 100.0
@@ -303,59 +304,15 @@ def redis_case(redis_url: str, subscribers: int, messages: int, gap_s: float) ->
 
 
 # --------------------------------------------------------------------------- the server
-class Server:
-    """One `uvicorn asm_project.asgi:application` process on a free loopback port."""
+class Server(AsgiServer):
+    """The server under measurement (`tests.integration.asgi_server`), quiet logs."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, deflate: bool) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "asm_project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--timeout-graceful-shutdown",
-                    "5",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                    "--ws-per-message-deflate",
-                    str(deflate).lower(),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited at start\n{self.log()}")
-            with contextlib.suppress(OSError):
-                url = f"http://127.0.0.1:{self.port}/healthz"
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status < 500:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server is not ready after {timeout}s\n{self.log()}")
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        super().__init__(
+            env,
+            log_path,
+            ["--log-level", "warning", "--ws-per-message-deflate", str(deflate).lower()],
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):

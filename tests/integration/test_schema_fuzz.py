@@ -41,9 +41,7 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -58,8 +56,9 @@ from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from tests.integration.asgi_server import AsgiServer
 from tests.integration.celery_workers import WorkerPool, worker_pool
-from tests.integration.conftest import ROOT, child_env
+from tests.integration.conftest import child_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -76,12 +75,6 @@ CHECKS = (
 
 
 # --------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env() -> dict[str, str]:
     """The production settings (DEBUG off) on the test database and Redis."""
     return {
@@ -98,50 +91,8 @@ def server_env() -> dict[str, str]:
     }
 
 
-class FuzzServer:
-    """One `uvicorn asm_project.asgi:application` process on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "asm_project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--timeout-graceful-shutdown",
-                    "5",
-                    "--no-access-log",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited at start\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code < 500:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server is not ready after {timeout}s\n{self.log()}")
-            time.sleep(0.1)
+class FuzzServer(AsgiServer):
+    """The server under fuzzing; its log hides Django's one warning line per 4xx."""
 
     def log(self) -> str:
         """The log's tail, without Django's one-line warning per 4xx response."""

@@ -27,9 +27,7 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,8 +49,9 @@ from events.selectors import latest_sequence
 from runs.models import Run
 from runs.services import run_submit
 from sessions.services import session_create
+from tests.integration.asgi_server import AsgiServer
 from tests.integration.celery_workers import WorkerPool, use_pool, worker_pool
-from tests.integration.conftest import ROOT, child_env
+from tests.integration.conftest import child_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -64,79 +63,23 @@ IDLE_S = 6.5
 
 
 # --------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class WebServer:
-    """One `uvicorn asm_project.asgi:application` process on a free loopback port."""
+class WebServer(AsgiServer):
+    """One web process of the test (channels-redis, a long DB poll so the doorbell counts)."""
 
     def __init__(self, name: str, log_dir: Path) -> None:
         self.name = name
-        self.port = free_port()
-        self.log_path = log_dir / f"{name}.log"
         env = {
             **child_env(),
             "ASM_CHANNELS_PREFIX": CHANNELS_PREFIX,
             "ASM_STREAM_POLL_S": "30",
             "ASM_WS_HEARTBEAT_S": "15",
         }
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "asm_project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    # An SSE response lasts until its client leaves: on shutdown, open
-                    # streams are cut after this (their clients resume with Last-Event-ID).
-                    "--timeout-graceful-shutdown",
-                    "5",
-                    # uvicorn's INFO line for the cut, which `stop` looks for
-                    "--log-level",
-                    "info",
-                    "--no-access-log",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited at start\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.http}/healthz", timeout=1).status_code < 500:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} not ready after {timeout}s\n{self.log()}")
-            time.sleep(0.1)
+        # uvicorn's INFO line for the cut of open streams, which `stop` looks for
+        super().__init__(env, log_dir / f"{name}.log", ["--log-level", "info"])
 
     def threads(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Threads:")))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
     def leftover_tasks(self) -> str | None:
         """uvicorn's complaint if, at shutdown, some connection's task was still running:
