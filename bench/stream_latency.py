@@ -52,7 +52,6 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -313,15 +312,6 @@ class Server(AsgiServer):
             log_path,
             ["--log-level", "warning", "--ws-per-message-deflate", str(deflate).lower()],
         )
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
 
 
 def server_env(prefix: str) -> dict[str, str]:

@@ -38,10 +38,8 @@ Any failure fails the test, with schemathesis' reproduction (a curl command) per
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -99,15 +97,6 @@ class FuzzServer(AsgiServer):
         lines = self.log_path.read_text(errors="replace").splitlines()
         kept = [ln for ln in lines if "WARNING django.request" not in ln]
         return "\n".join(kept)[-8000:]
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

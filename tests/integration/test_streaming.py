@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,15 +85,6 @@ class WebServer(AsgiServer):
         a stream that outlived its client (every client has left by then)."""
         lines = [ln for ln in self.log().splitlines() if "graceful shutdown exceeded" in ln]
         return lines[0] if lines else None
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,17 @@ used, so the same assertions hold for every implementation.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from django.db import connections
 
 from asm_core.errors import AsmError
 from asm_core.records import EventRecord, NewEvent, RunRecord, SessionRecord
 from asm_core.store import SessionStore
+from tests.threads import in_threads
 
 pytestmark = pytest.mark.contract
 
@@ -51,22 +48,6 @@ def seqs(events: list[EventRecord]) -> list[int]:
 
 def error_code(excinfo: pytest.ExceptionInfo[AsmError]) -> str:
     return excinfo.value.code
-
-
-def in_threads(n: int, work: Callable[[int], T]) -> list[T]:
-    """Run work(0..n-1) in n threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(n)
-
-    def call(i: int) -> T:
-        try:
-            barrier.wait(timeout=10)
-            return work(i)
-        finally:
-            connections.close_all()  # this thread's DB connections (no-op for memory)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(call, i) for i in range(n)]
-        return [f.result(timeout=60) for f in futures]
 
 
 # --------------------------------------------------------------------------- sessions

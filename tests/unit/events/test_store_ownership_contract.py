@@ -8,19 +8,16 @@ PostgreSQL. Only the port's methods are used.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from django.db import connections
 
 from asm_core.errors import AsmError
 from asm_core.records import NewEvent, RunRecord, SessionRecord, utcnow
 from asm_core.store import SessionStore
+from tests.threads import in_threads
 
 pytestmark = pytest.mark.contract
 
@@ -76,22 +73,6 @@ def finish(
 
 def close_to(value: datetime | None, expected: datetime, slack_s: float = 5.0) -> bool:
     return value is not None and abs((value - expected).total_seconds()) <= slack_s
-
-
-def in_threads(n: int, work: Callable[[int], T]) -> list[T]:
-    """Run work(0..n-1) in n threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(n)
-
-    def call(i: int) -> T:
-        try:
-            barrier.wait(timeout=10)
-            return work(i)
-        finally:
-            connections.close_all()  # this thread's DB connections (no-op for memory)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(call, i) for i in range(n)]
-        return [f.result(timeout=60) for f in futures]
 
 
 # --------------------------------------------------------------------------- run_claim_next
