@@ -55,11 +55,11 @@ def event_json(event: Event) -> dict[str, Any]:
 
 class _Publisher:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[uuid.UUID, list[Event]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[uuid.UUID, list[dict[str, Any]]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, session_id: uuid.UUID, events: list[Event]) -> None:
+    def submit(self, session_id: uuid.UUID, events: list[dict[str, Any]]) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -80,13 +80,16 @@ class _Publisher:
             # appends costs one layer call per session, not one per append.
             # Waiting COALESCE_S after the first item lets a stream of appends (one per
             # streamed chunk flush, or a busy worker's many sessions) share a layer call.
-            pending: dict[uuid.UUID, list[Event]] = {}
+            # Sleeping (rather than waiting on the queue with a timeout) means a burst wakes
+            # this thread once, not once per append: each wake would take the GIL from the
+            # appending threads.
+            pending: dict[uuid.UUID, list[dict[str, Any]]] = {}
             item = self._queue.get()
-            until = time.monotonic() + COALESCE_S
+            time.sleep(COALESCE_S)
             while True:
                 pending.setdefault(item[0], []).extend(item[1])
                 try:
-                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if layer is None:
@@ -98,8 +101,8 @@ class _Publisher:
                         {
                             "type": MESSAGE_TYPE,
                             "session_id": str(session_id),
-                            "events": [event_json(e) for e in events],
-                            "last_sequence": max(e.sequence_number for e in events),
+                            "events": events,
+                            "last_sequence": max(e["sequence_number"] for e in events),
                         },
                     )
                     loop.run_until_complete(publish)
@@ -112,9 +115,11 @@ class _Publisher:
 _publisher = _Publisher()
 
 
-def events_publish(session_id: uuid.UUID, events: Sequence[Event]) -> None:
-    """Publish stored events to the session's subscribers once the transaction commits."""
+def events_publish(session_id: uuid.UUID, events: Sequence[dict[str, Any]]) -> None:
+    """Publish stored events (in their `event_json` form) to the session's subscribers once
+    the transaction commits. The append path builds that form anyway (it is also what it
+    sends to PostgreSQL), so the publisher thread only rings."""
     if not events:
         return
-    stored = list(events)  # serialized on the publisher thread, off the append path
+    stored = list(events)
     transaction.on_commit(lambda: _publisher.submit(session_id, stored))

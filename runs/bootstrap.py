@@ -14,7 +14,7 @@ from runs.store import DjangoSessionStore
 
 @cache
 def provider_registry() -> ProviderRegistry:
-    return build_registry(settings.ASM_PROVIDERS)
+    return build_registry(settings.ASM_PROVIDERS, settings.ASM_PROVIDER_CONFIG)
 
 
 def executor_config() -> ExecutorConfig:

@@ -137,7 +137,7 @@ class RunExecutor:
             session_context=dict(session.context),
             session_metadata=dict(session.metadata),
             timeout_ms=int(timeout_ms),
-            provider_session_id=session.metadata.get("provider_session_id"),
+            provider_session_id=_provider_session_id(session.metadata, name),
         )
         started_data: dict[str, Any] = {"provider": name, "attempt": run.attempt}
         if negotiation.status == "degraded":
@@ -293,7 +293,13 @@ class RunExecutor:
                 if v
             }
             metadata.update(meta)
-            wanted = {**meta, "provider": name} if meta else {}
+            wanted: dict[str, Any] = {**meta, "provider": name} if meta else {}
+            if result.provider_session_id:
+                ids = context.session_metadata.get("provider_session_ids")
+                ids = dict(ids) if isinstance(ids, Mapping) else {}
+                ids[name] = result.provider_session_id
+                wanted["provider_session_ids"] = ids
+            wanted.update(result.session_metadata or {})
             # Write only what changes (a session's provider ids are usually the same run after
             # run); the merge itself is atomic, so this read can only save a write.
             if any(context.session_metadata.get(k) != v for k, v in wanted.items()):
@@ -382,3 +388,16 @@ class RunExecutor:
         if finished is None:
             logger.warning("run %s attempt %s was fenced off; result dropped", run.id, run.attempt)
         return finished
+
+
+def _provider_session_id(session_metadata: Mapping[str, Any], provider: str) -> str | None:
+    """The provider-side session (thread) id a run of ``provider`` may resume: the one an
+    earlier run of the SAME provider left in the session's metadata (``provider_session_ids``
+    by provider; the plain ``provider_session_id`` counts only when that provider wrote it)."""
+    ids = session_metadata.get("provider_session_ids")
+    if isinstance(ids, Mapping) and isinstance(ids.get(provider), str):
+        return str(ids[provider])
+    if session_metadata.get("provider") == provider:
+        value = session_metadata.get("provider_session_id")
+        return value if isinstance(value, str) else None
+    return None

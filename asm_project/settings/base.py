@@ -187,6 +187,10 @@ else:
 ASM_PROVIDERS: list[str] = env.list(
     "ASM_PROVIDERS", default=["runs.providers.echo.EchoProvider"]
 )  # dotted paths of provider classes
+# Keyword arguments per provider name, e.g. {"claude": {"model": "claude-sonnet-4-5"}}
+# (docs/providers.md lists each adapter's); adapters read their own environment variables
+# (ANTHROPIC_API_KEY, ASM_CODEX_BIN, ...) for anything not given here.
+ASM_PROVIDER_CONFIG: dict[str, dict[str, Any]] = env.json("ASM_PROVIDER_CONFIG", default={})
 ASM_DEFAULT_PROVIDER: str = env.str("ASM_DEFAULT_PROVIDER", default="echo")
 ASM_RUN_TIMEOUT_MS: int = env.int("ASM_RUN_TIMEOUT_MS", default=600_000)
 ASM_RUN_LEASE_MS: int = env.int("ASM_RUN_LEASE_MS", default=15_000)

@@ -42,6 +42,7 @@ __all__ = [
     "Provider",
     "ProviderResult",
     "RunContext",
+    "ToolGuard",
     "capabilities_of_type",
     "has_capability",
     "input_messages",
@@ -346,6 +347,10 @@ def input_messages(input: Mapping[str, Any]) -> list[dict[str, str]]:
     return []
 
 
+#: ``tool_guard(tool_name, tool_input)`` -> None (allowed) or the refusal reason.
+ToolGuard = Callable[[str, Mapping[str, Any]], "str | None"]
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Everything an adapter needs to execute one run attempt (no ORM objects).
@@ -366,6 +371,10 @@ class RunContext:
     session_metadata: dict[str, Any] = field(default_factory=dict)
     timeout_ms: int | None = None
     provider_session_id: str | None = None
+    #: Asked before an adapter runs a tool itself (the ``claude`` tool loop): returns None to
+    #: allow, or the reason the tool is refused (``tool_permission_denied``). Set by the
+    #: executor from the run's policies; None allows everything.
+    tool_guard: ToolGuard | None = None
 
     @classmethod
     def build(
@@ -436,6 +445,9 @@ class ProviderResult:
     stop_reason: str | None = None
     provider_session_id: str | None = None
     model: str | None = None
+    #: Keys merged into the session's metadata after the run (top-level merge), for state
+    #: an adapter needs on the session's next run (e.g. codex's thread-cumulative usage).
+    session_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

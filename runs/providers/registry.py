@@ -1,7 +1,8 @@
 """The provider registry: the providers this deployment can run, by name.
 
 Plain Python (no Django). ``build_registry`` imports provider classes by dotted path (the
-composition root passes the configured list) and instantiates each with no arguments.
+composition root passes the configured list) and instantiates each with the keyword
+arguments configured for its name (none by default).
 
 Invariants:
 
@@ -17,7 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from asm_core.errors import AsmError, ErrorCode
@@ -102,7 +103,7 @@ class ProviderRegistry:
         return out
 
 
-def _import_provider(path: str) -> Provider:
+def _import_provider(path: str, config: Mapping[str, Mapping[str, Any]]) -> Provider:
     if not isinstance(path, str) or "." not in path:
         raise AsmError(
             ErrorCode.VALIDATION_ERROR,
@@ -125,8 +126,9 @@ def _import_provider(path: str) -> Provider:
             f"Provider path {path!r} does not name a class",
             {"path": path},
         )
+    kwargs = dict(config.get(str(getattr(cls, "name", ""))) or {})
     try:
-        provider = cls()
+        provider = cls(**kwargs)
     except AsmError:
         raise
     except Exception as exc:
@@ -144,8 +146,14 @@ def _import_provider(path: str) -> Provider:
     return provider
 
 
-def build_registry(paths: Sequence[str]) -> ProviderRegistry:
+def build_registry(
+    paths: Sequence[str], config: Mapping[str, Mapping[str, Any]] | None = None
+) -> ProviderRegistry:
     """A registry of one instance of each class named by ``paths`` (dotted paths).
+
+    ``config`` maps a provider name (the class's ``name`` attribute) to the keyword
+    arguments its class is built with (``ASM_PROVIDER_CONFIG``); adapters read their
+    environment variables for whatever is not given.
 
     A path that cannot be imported, is not a class, fails to instantiate or does not
     implement ``Provider`` -> ``validation_error`` (details ``{"path"}``); two classes with
@@ -155,5 +163,5 @@ def build_registry(paths: Sequence[str]) -> ProviderRegistry:
         paths = [paths]
     registry = ProviderRegistry()
     for path in paths:
-        registry.register(_import_provider(path))
+        registry.register(_import_provider(path, config or {}))
     return registry

@@ -259,6 +259,7 @@ def test_completed_run_record_has_output_usage_and_provider_metadata(h: Harness)
         "keep": "me",
         "provider": "echo",
         "provider_session_id": provider_session_id,
+        "provider_session_ids": {"echo": provider_session_id},
         "model": ECHO_MODEL,
     }
 
@@ -284,6 +285,7 @@ def test_provider_metadata_merge_keeps_a_concurrent_session_change(h: Harness) -
         "title": "renamed",
         "provider": "fake",
         "provider_session_id": "ps-1",
+        "provider_session_ids": {"fake": "ps-1"},
         "model": "m-1",
     }
     h.the_terminal(run)
