@@ -25,8 +25,11 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
+$(VENV)/.installed-dev: pyproject.toml package-lock.json | $(PY)
 	$(PY) -m pip install -e '.[dev]'
+	@# the codex CLI (npm @openai/codex, pinned in package-lock.json) for the codex provider
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the codex provider's CLI tests will be skipped" >&2; fi
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## pip install -e .

@@ -184,9 +184,19 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "events.layers.LocalChannelLayer"}}
 
 # --------------------------------------------------------------------------- run execution
+# Dotted paths of the provider classes this deployment offers. All built-in adapters are
+# registered by default: one whose key or CLI is missing is listed unavailable (GET
+# /api/v1/providers says what is missing) and its runs fail with validation_error.
 ASM_PROVIDERS: list[str] = env.list(
-    "ASM_PROVIDERS", default=["runs.providers.echo.EchoProvider"]
-)  # dotted paths of provider classes
+    "ASM_PROVIDERS",
+    default=[
+        "runs.providers.echo.EchoProvider",
+        "runs.providers.claude.ClaudeProvider",
+        "runs.providers.claude_code.ClaudeCodeProvider",
+        "runs.providers.codex.CodexProvider",
+        "runs.providers.amp.AmpProvider",
+    ],
+)
 # Keyword arguments per provider name, e.g. {"claude": {"model": "claude-sonnet-4-5"}}
 # (docs/providers.md lists each adapter's); adapters read their own environment variables
 # (ANTHROPIC_API_KEY, ASM_CODEX_BIN, ...) for anything not given here.

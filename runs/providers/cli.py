@@ -17,10 +17,16 @@ Plain Python (no Django). Invariants:
 - ``CliOutcome.raise_unless_finished``: EOF without the provider's terminal line is a failure:
   a non-zero exit -> the error the stderr text maps to (``errors.error_from_text``), a zero
   exit -> ``provider_error`` "interrupted".
+- ``child_env`` builds the child's environment from scratch, never the worker's whole one
+  (the agent runs shell commands; the service's secrets must not reach them): ``PATH`` (the
+  worker's, else ``DEFAULT_PATH``), the proxy and CA-bundle variables (``NETWORK_ENV``) and
+  the names the adapter lists, each only when the worker has it set to a non-empty value.
+  The adapter then adds its own (home, key, base URL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +36,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +45,51 @@ from asm_core.errors import AsmError, ErrorCode
 from runs.providers.base import CancelToken
 from runs.providers.errors import error_from_text, provider_error
 
-__all__ = ["CliOutcome", "find_binary", "run_jsonl"]
+__all__ = [
+    "DEFAULT_PATH",
+    "NETWORK_ENV",
+    "NODE_ENV",
+    "SESSION_ENV",
+    "CliOutcome",
+    "child_env",
+    "find_binary",
+    "run_jsonl",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 STDERR_TAIL_BYTES = 4096
+
+#: The child's ``PATH`` when the worker has none.
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: How the child reaches the network: proxies and CA bundles. Every CLI child gets them.
+NETWORK_ENV: tuple[str, ...] = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+#: Node's own CA-bundle variable, for the CLIs that run on Node (claude_code, amp; codex is
+#: a native binary).
+NODE_ENV: tuple[str, ...] = ("NODE_EXTRA_CA_CERTS",)
+#: Locale, time zone, temp dir and login identity, for CLIs whose agent shell should see
+#: the worker's (claude_code, amp).
+SESSION_ENV: tuple[str, ...] = (
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+)
 
 #: Called with each JSON object the CLI prints; returns True once that line was the
 #: provider's terminal one (the run's result is known).
@@ -94,6 +139,18 @@ def find_binary(provider: str, configured: str | None, default: str) -> str:
     return found
 
 
+def child_env(*names: Iterable[str]) -> dict[str, str]:
+    """A CLI child's base environment (module docstring): ``PATH``, ``NETWORK_ENV`` and the
+    variables in ``names`` that the worker has set to a non-empty value."""
+    env: dict[str, str] = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+    for group in (NETWORK_ENV, *names):
+        for name in group:
+            value = os.environ.get(name)
+            if value:
+                env[name] = value
+    return env
+
+
 def _kill_group(pgid: int, sig: int) -> bool:
     try:
         os.killpg(pgid, sig)
@@ -140,7 +197,8 @@ def run_jsonl(
             f"cannot start {argv[0]}: {exc}",
             code=ErrorCode.PROVIDER_UNAVAILABLE,
         ) from exc
-    assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPE given
+    if proc.stdout is None or proc.stderr is None:  # pragma: no cover - PIPE was given
+        raise RuntimeError("subprocess pipes missing")
     pgid = proc.pid  # start_new_session: the child leads its own group
     tail: deque[bytes] = deque(maxlen=max(1, STDERR_TAIL_BYTES // 512))
     stderr_thread = threading.Thread(
@@ -194,10 +252,8 @@ def run_jsonl(
         done.set()
         if proc.poll() is None:
             _kill_group(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(kill_grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         _kill_group(pgid, signal.SIGKILL)  # leftovers (a tool's shell, its children)
         if proc.poll() is None:
             proc.wait()

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from asm_core.errors import AsmError, ErrorCode, is_known_code
+from asm_core.errors import AsmError, is_known_code
 from asm_core.event_types import EventType
 from runs.providers.base import (
     CancelToken,
@@ -58,6 +58,7 @@ from runs.providers.base import (
     ProviderResult,
     RunContext,
 )
+from runs.providers.options import ADAPTER_OPTS, adapter_opts, check_object, integer, invalid
 
 __all__ = [
     "ECHO_MODEL",
@@ -111,29 +112,6 @@ class EchoOptions:
 # --------------------------------------------------------------------------- validation
 
 
-def _invalid(field: str, problem: str) -> NoReturn:
-    raise AsmError(ErrorCode.VALIDATION_ERROR, f"{field} {problem}", {"field": field})
-
-
-def _int(value: object, field: str, minimum: int, maximum: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        _invalid(field, "must be an integer")
-    if value < minimum:
-        _invalid(field, f"must be >= {minimum}")
-    if maximum is not None and value > maximum:
-        _invalid(field, f"must be <= {maximum}")
-    return value
-
-
-def _object(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        _invalid(field, "must be an object")
-    for key in value:
-        if key not in allowed:
-            _invalid(f"{field}.{key}", f"is not a known option (allowed: {', '.join(allowed)})")
-    return value
-
-
 def validate_adapter_opts(opts: Mapping[str, Any] | None) -> EchoOptions:
     """Check echo ``adapter_opts`` strictly and return them typed.
 
@@ -141,8 +119,8 @@ def validate_adapter_opts(opts: Mapping[str, Any] | None) -> EchoOptions:
     ``{"field": "adapter_opts.<key>"}`` (nested: ``adapter_opts.fail.code``,
     ``adapter_opts.tool_calls[0].name``). ``None`` means all defaults.
     """
-    root = "adapter_opts"
-    data = _object({} if opts is None else opts, root, _KEYS)
+    root = ADAPTER_OPTS
+    data = adapter_opts(opts, _KEYS)
 
     delay_ms: float = 0
     if "delay_ms" in data:
@@ -152,51 +130,51 @@ def validate_adapter_opts(opts: Mapping[str, Any] | None) -> EchoOptions:
             or isinstance(value, bool)
             or not math.isfinite(value)
         ):
-            _invalid(f"{root}.delay_ms", "must be a finite number")
+            invalid(f"{root}.delay_ms", "must be a finite number")
         if value < 0:
-            _invalid(f"{root}.delay_ms", "must be >= 0")
+            invalid(f"{root}.delay_ms", "must be >= 0")
         delay_ms = value
 
-    chunk_words = _int(data.get("chunk_words", 1), f"{root}.chunk_words", 1)
-    repeat = _int(data.get("repeat", 1), f"{root}.repeat", 1, MAX_REPEAT)
+    chunk_words = integer(data.get("chunk_words", 1), f"{root}.chunk_words", 1)
+    repeat = integer(data.get("repeat", 1), f"{root}.repeat", 1, MAX_REPEAT)
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     if "usage" in data:
-        usage = _object(data["usage"], f"{root}.usage", _USAGE_KEYS)
+        usage = check_object(data["usage"], f"{root}.usage", _USAGE_KEYS)
         if "input_tokens" in usage:
-            input_tokens = _int(usage["input_tokens"], f"{root}.usage.input_tokens", 0)
+            input_tokens = integer(usage["input_tokens"], f"{root}.usage.input_tokens", 0)
         if "output_tokens" in usage:
-            output_tokens = _int(usage["output_tokens"], f"{root}.usage.output_tokens", 0)
+            output_tokens = integer(usage["output_tokens"], f"{root}.usage.output_tokens", 0)
 
     tool_calls: list[EchoToolCall] = []
     if "tool_calls" in data:
         calls = data["tool_calls"]
         if not isinstance(calls, list):
-            _invalid(f"{root}.tool_calls", "must be a list")
+            invalid(f"{root}.tool_calls", "must be a list")
         for i, raw in enumerate(calls):
             where = f"{root}.tool_calls[{i}]"
-            call = _object(raw, where, _TOOL_CALL_KEYS)
+            call = check_object(raw, where, _TOOL_CALL_KEYS)
             name = call.get("name")
             if not isinstance(name, str) or not name:
-                _invalid(f"{where}.name", "must be a non-empty string")
+                invalid(f"{where}.name", "must be a non-empty string")
             tool_calls.append(EchoToolCall(name, call.get("input", {}), call.get("output")))
 
     fail: EchoFailure | None = None
     if "fail" in data:
-        spec = _object(data["fail"], f"{root}.fail", _FAIL_KEYS)
+        spec = check_object(data["fail"], f"{root}.fail", _FAIL_KEYS)
         code = spec.get("code")
         if not isinstance(code, str) or not is_known_code(code):
-            _invalid(f"{root}.fail.code", f"must be an error taxonomy code, got {code!r}")
+            invalid(f"{root}.fail.code", f"must be an error taxonomy code, got {code!r}")
         message = spec.get("message")
         if message is not None and not isinstance(message, str):
-            _invalid(f"{root}.fail.message", "must be a string")
-        after = _int(spec.get("after_chunks", 0), f"{root}.fail.after_chunks", 0)
+            invalid(f"{root}.fail.message", "must be a string")
+        after = integer(spec.get("after_chunks", 0), f"{root}.fail.after_chunks", 0)
         fail = EchoFailure(str(code), message, after)
 
     hang = data.get("hang", False)
     if not isinstance(hang, bool):
-        _invalid(f"{root}.hang", "must be a boolean")
+        invalid(f"{root}.hang", "must be a boolean")
 
     return EchoOptions(
         delay_ms=delay_ms,

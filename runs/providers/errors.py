@@ -110,7 +110,14 @@ def error_from_status(
 _STATUS_IN_TEXT = re.compile(r"\b(?:status|http)[ :]*([1-5]\d\d)\b", re.IGNORECASE)
 _TIMEOUT_IN_TEXT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 _OVERLOADED_IN_TEXT = re.compile(
-    r"overloaded|high demand|service unavailable|stream disconnected|connection (?:refused|reset)",
+    r"overloaded|high demand|service unavailable|stream disconnected|connection (?:refused|reset)"
+    r"|couldn't connect|could not connect|cannot reach|can't reach|unable to connect"
+    r"|ENOTFOUND|ECONNRESET|ECONNREFUSED",
+    re.IGNORECASE,
+)
+_AUTH_IN_TEXT = re.compile(
+    r"invalid or missing api key|no api key found|invalid api key|unauthori[sz]ed"
+    r"|authentication failed",
     re.IGNORECASE,
 )
 
@@ -122,7 +129,9 @@ def error_from_text(provider: str, text: str, *, status: int | None = None) -> A
         status = int(found.group(1)) if found else None
     code = code_for(status, None, text)
     if code == ErrorCode.PROVIDER_ERROR and status is None:
-        if _TIMEOUT_IN_TEXT.search(text or ""):
+        if _AUTH_IN_TEXT.search(text or ""):
+            code = ErrorCode.PROVIDER_AUTHENTICATION_FAILED
+        elif _TIMEOUT_IN_TEXT.search(text or ""):
             code = ErrorCode.PROVIDER_TIMEOUT
         elif _OVERLOADED_IN_TEXT.search(text or ""):
             code = ErrorCode.PROVIDER_UNAVAILABLE

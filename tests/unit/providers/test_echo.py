@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from asm_core.errors import AsmError
-from asm_core.event_types import validate_event
 from runs.providers import (
     CancelToken,
     CapabilityType,
@@ -22,40 +21,16 @@ from runs.providers import (
     validate_adapter_opts,
 )
 from runs.providers.echo import EchoOptions, echo_chunks
+from tests.fakes.recorder import Recorder, run_context
 
 SESSION_ID = uuid.UUID("11111111-2222-3333-4444-555555555555")
-
-
-class Recorder:
-    """An `Emit` that validates every event against its payload schema and keeps it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, type_: str, data: Mapping[str, Any]) -> None:
-        payload = dict(data)
-        validate_event(type_, payload)
-        self.events.append((type_, payload))
-
-    @property
-    def types(self) -> list[str]:
-        return [t for t, _ in self.events]
-
-    def of(self, type_: str) -> list[dict[str, Any]]:
-        return [d for t, d in self.events if t == type_]
 
 
 def make_context(
     input: dict[str, Any] | None = None, adapter_opts: dict[str, Any] | None = None
 ) -> RunContext:
-    options: dict[str, Any] = {}
-    if adapter_opts is not None:
-        options["adapter_opts"] = adapter_opts
-    return RunContext.build(
-        run_id=uuid.uuid4(),
-        session_id=SESSION_ID,
-        input=input if input is not None else {"prompt": "hello brave new world"},
-        options=options,
+    return run_context(
+        "hello brave new world", input=input, adapter_opts=adapter_opts, session_id=SESSION_ID
     )
 
 
