@@ -233,6 +233,7 @@ class InMemorySessionStore:
         metadata: Mapping[str, Any],
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
+        events: Sequence[NewEvent] = (),
     ) -> RunRecord | None:
         check_finish_status(status)
         with self._lock:
@@ -241,7 +242,7 @@ class InMemorySessionStore:
                 return None
             if session_metadata:
                 self.session_merge_metadata(run.session_id, session_metadata)
-            self.event_append(run.session_id, terminal)
+            self.event_append_many(run.session_id, [*events, terminal])
             run.status = status
             run.output = copy.deepcopy(output)
             run.error = copy.deepcopy(error)

@@ -19,10 +19,11 @@ Invariants every implementation keeps (and the shared contract suite checks):
   pending run of a session to `running` (attempt + 1, a lease for `owner`) and never while
   the session has a running run; `run_renew_lease` and `run_finish` act only while the run
   is still `running` with the caller's attempt number (fencing: a late result of a reaped
-  or cancelled attempt changes nothing); `run_finish` writes the terminal status, the
-  terminal event and the provider's session metadata (`session_metadata`, merged) in one
-  atomic step, so a run gets exactly one terminal event and a fenced-off attempt changes
-  nothing at all.
+  or cancelled attempt changes nothing); `run_finish` writes the terminal status, the run's
+  last events (`events`, what the executor still buffered), the terminal event and the
+  provider's session metadata (`session_metadata`, merged) in one atomic step, so a run gets
+  exactly one terminal event, nothing of a run lands after its terminal event, and a
+  fenced-off attempt changes nothing at all.
 - `session_merge_metadata` merges keys into the session's metadata atomically (concurrent
   changes to other keys are kept).
 """
@@ -99,6 +100,7 @@ class SessionStore(Protocol):
         metadata: Mapping[str, Any],
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
+        events: Sequence[NewEvent] = (),
     ) -> RunRecord | None: ...
 
 

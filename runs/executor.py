@@ -13,9 +13,10 @@ Invariants:
 - The provider runs on its own thread and never touches the store; this (supervisor)
   thread does every store write: it batches `message_streamed` chunks (flushed at least
   every `flush_interval_s`) and writes everything queued at once, in emission order, as
-  soon as a non-chunk event arrives (one transaction for what arrived together); it renews
-  the run's lease,
-  watches for cancel and the deadline. A lost lease (the reaper took the run back) stops
+  soon as a non-chunk event arrives (one transaction for what arrived together); what is
+  still buffered when the provider returns is written with the terminal event, in the
+  fenced `run_finish` transaction. It renews the run's lease and watches for cancel and
+  the deadline. A lost lease (the reaper took the run back) stops
   the provider and writes nothing more.
 - Token usage accumulates on the run from `token_usage_updated` events (numbers add);
   when a provider reports none, its result's usage is used.
@@ -23,7 +24,8 @@ Invariants:
   with an atomic merge inside the fenced `run_finish` (never by saving a stale copy of the
   session, and never by an attempt that was fenced off).
 - `execute` first confirms (by renewing the lease) that the run is still this owner's
-  attempt; a stale record writes nothing.
+  attempt; a stale record writes nothing. A caller that has just claimed the run
+  (`claimed=True`: the claim set this owner's lease a moment ago) skips that round trip.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,10 +101,13 @@ class RunExecutor:
         self.clock = clock
 
     # ------------------------------------------------------------------ entry point
-    def execute(self, run: RunRecord) -> RunRecord | None:
-        """Execute a run this owner has claimed; return its final record (None if fenced)."""
+    def execute(self, run: RunRecord, *, claimed: bool = False) -> RunRecord | None:
+        """Execute a run this owner has claimed; return its final record (None if fenced).
+
+        ``claimed``: the record comes straight from this owner's ``run_claim_next``.
+        """
         started = self.clock()
-        if not self.store.run_renew_lease(
+        if not claimed and not self.store.run_renew_lease(
             run.id, attempt=run.attempt, owner=self.owner, lease_ms=self.config.lease_ms
         ):
             logger.warning("run %s attempt %s is not ours to execute", run.id, run.attempt)
@@ -248,10 +253,10 @@ class RunExecutor:
                 except queue.Empty:
                     break
             now = self.clock()
-            if buffer and (urgent or provider_done or now - buffered_at >= cfg.flush_interval_s):
-                flush()
             if provider_done:
-                break
+                break  # what is still buffered goes with the terminal event (_finish)
+            if buffer and (urgent or now - buffered_at >= cfg.flush_interval_s):
+                flush()
             if now >= next_renew:
                 next_renew = now + cfg.lease_ms / 3000
                 if not self.store.run_renew_lease(
@@ -276,7 +281,6 @@ class RunExecutor:
             # The run is someone else's now: what this attempt still buffered is dropped.
             logger.warning("run %s: lease lost; another owner decides its end", run.id)
             return None
-        flush()
         if not seen_usage and "result" in box:
             usage = dict(box["result"].token_usage or {})
         outcome = self._outcome(run, stop, box, usage)
@@ -304,7 +308,7 @@ class RunExecutor:
             # run); the merge itself is atomic, so this read can only save a write.
             if any(context.session_metadata.get(k) != v for k, v in wanted.items()):
                 session_metadata = wanted
-        return self._finish(run, outcome, usage, metadata, session_metadata)
+        return self._finish(run, outcome, usage, metadata, session_metadata, last_events=buffer)
 
     def _cancel_recorded(self, run_id: uuid.UUID) -> bool:
         return self.store.run_get(run_id).cancel_requested_at is not None
@@ -367,6 +371,7 @@ class RunExecutor:
         usage: Mapping[str, Any],
         metadata: Mapping[str, Any],
         session_metadata: Mapping[str, Any] | None = None,
+        last_events: Sequence[NewEvent] = (),
     ) -> RunRecord | None:
         terminal = NewEvent(
             type=outcome.event_type,
@@ -384,6 +389,7 @@ class RunExecutor:
             metadata=metadata,
             terminal=terminal,
             session_metadata=session_metadata,
+            events=last_events,
         )
         if finished is None:
             logger.warning("run %s attempt %s was fenced off; result dropped", run.id, run.attempt)

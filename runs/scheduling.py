@@ -130,7 +130,7 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
                 with Heartbeat(
                     lease / 3000, lambda: (runs.renew(member, lease), sessions.renew(member, lease))
                 ):
-                    executor.execute(run)
+                    executor.execute(run, claimed=True)
             finally:
                 runs.release(member)
     finally:

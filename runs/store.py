@@ -240,6 +240,7 @@ class DjangoSessionStore:
         metadata: Mapping[str, Any],
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
+        events: Sequence[NewEvent] = (),
     ) -> RunRecord | None:
         check_finish_status(status)
         with transaction.atomic():
@@ -256,7 +257,9 @@ class DjangoSessionStore:
             run.save(update_fields=_FINISH_FIELDS)
             if session_metadata:
                 self.session_merge_metadata(run.session_id, session_metadata)
-            event_services.event_append_many(session_id=run.session_id, events=[terminal])
+            event_services.event_append_many(
+                session_id=run.session_id, events=[*events, terminal]
+            )
         return run_record(run)
 
 

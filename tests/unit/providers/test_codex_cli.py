@@ -10,6 +10,7 @@ node_modules/.bin/codex is missing; the last section runs a scripted stand-in ex
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -225,8 +226,13 @@ def test_sandbox_keeps_writes_in_the_workspace(
     """workspace-write really sandboxes commands. codex 0.171.0 quirk pinned here: a command
     that FAILS because of a sandbox denial produces no command_execution item at all (the
     model gets the output; the JSONL shows nothing), so there is no tool event to report."""
-    # outside the workspace and outside /tmp (which workspace-write leaves writable)
-    probe = Path(__file__).resolve().parent / f"sandbox-probe-{uuid.uuid4().hex}"
+    # Outside the workspace and outside the temp directories, which workspace-write leaves
+    # writable (a checkout under /tmp, as CI's clone may be, is writable too): the home.
+    probe_dir = Path.home() / ".cache" / "asm-tests"
+    if any(probe_dir.resolve().is_relative_to(t) for t in ("/tmp", tempfile.gettempdir())):  # noqa: S108
+        pytest.skip(f"no writable directory outside the temp directories ({probe_dir})")
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    probe = probe_dir / f"sandbox-probe-{uuid.uuid4().hex}"
     try:
         _, rec = run(
             provider,
