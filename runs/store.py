@@ -257,9 +257,7 @@ class DjangoSessionStore:
             run.save(update_fields=_FINISH_FIELDS)
             if session_metadata:
                 self.session_merge_metadata(run.session_id, session_metadata)
-            event_services.event_append_many(
-                session_id=run.session_id, events=[*events, terminal]
-            )
+            event_services.event_append_many(session_id=run.session_id, events=[*events, terminal])
         return run_record(run)
 
 
