@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, models, transaction
-from django.db.models import Case, Value, When
+from django.db import IntegrityError, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
@@ -194,15 +194,11 @@ class DjangoSessionStore:
         try:
             with transaction.atomic():
                 # One query: a running run (listed first) blocks the claim; else the oldest
-                # pending one is locked and taken.
-                run = (
-                    Run.objects.select_for_update()
-                    .filter(
-                        session_id=session_id, status__in=[RunStatus.RUNNING, RunStatus.PENDING]
-                    )
-                    .order_by(_RUNNING_FIRST, "created_at", "id")
-                    .first()
-                )
+                # pending one is locked and taken. Hand-written SQL (here and in run_finish):
+                # these run once per run on every worker, and the ORM's query compilation
+                # cost more than the database's work.
+                conn = connections[Run.objects.db]
+                run = _locked_run(conn, _CLAIM_SQL, [_db(conn, "session", session_id)])
                 if run is None or run.status == RunStatus.RUNNING:
                     return None
                 now = timezone.now()
@@ -212,8 +208,8 @@ class DjangoSessionStore:
                 run.lease_expires_at = now + timedelta(milliseconds=lease_ms)
                 run.started_at = now
                 run.waiting_reason = ""
-                run.save(update_fields=_CLAIM_FIELDS)
-                event_services.event_run_known(run._state.db or "default", run.id, session_id)
+                _update(conn, run, _CLAIM_FIELDS)
+                event_services.event_run_known(conn.alias, run.id, session_id)
                 return run_record(run)
         except IntegrityError:
             return None  # another claimer won (the one-running-run index said no)
@@ -244,7 +240,8 @@ class DjangoSessionStore:
     ) -> RunRecord | None:
         check_finish_status(status)
         with transaction.atomic():
-            run = Run.objects.select_for_update().filter(id=run_id).first()
+            conn = connections[Run.objects.db]
+            run = _locked_run(conn, _RUN_SQL, [_db(conn, "id", run_id)])
             if run is None or run.status != RunStatus.RUNNING or run.attempt != attempt:
                 return None  # fenced: reaped, or finished by someone else
             run.status = status
@@ -254,14 +251,47 @@ class DjangoSessionStore:
             run.metadata = {**run.metadata, **metadata}
             run.ended_at = timezone.now()
             run.lease_owner, run.lease_expires_at = "", None
-            run.save(update_fields=_FINISH_FIELDS)
+            _update(conn, run, _FINISH_FIELDS)
             if session_metadata:
                 self.session_merge_metadata(run.session_id, session_metadata)
             event_services.event_append_many(session_id=run.session_id, events=[*events, terminal])
         return run_record(run)
 
 
-_RUNNING_FIRST = Case(When(status=RunStatus.RUNNING, then=Value(0)), default=Value(1))
+_R = Run._meta.db_table
+_CLAIM_SQL = (
+    f"SELECT * FROM {_R} WHERE session_id = %s AND status IN ('running', 'pending') "
+    "ORDER BY CASE WHEN status = 'running' THEN 0 ELSE 1 END, created_at, id LIMIT 1"
+)
+_RUN_SQL = f"SELECT * FROM {_R} WHERE id = %s"
+
+
+_RUN_FIELDS: dict[str, models.Field[Any, Any]] = {f.name: f for f in Run._meta.concrete_fields}
+
+
+def _db(conn: BaseDatabaseWrapper, field: str, value: Any) -> Any:
+    """``value`` as the database takes it for Run's ``field`` (uuid, JSON, datetime...)."""
+    return _RUN_FIELDS[field].get_db_prep_value(value, conn)
+
+
+def _locked_run(conn: BaseDatabaseWrapper, sql: str, params: list[Any]) -> Run | None:
+    """The one Run row ``sql`` selects, locked for the transaction (``FOR UPDATE`` where the
+    backend has it; SQLite's IMMEDIATE transactions already hold the write lock)."""
+    if conn.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    return next(iter(Run.objects.using(conn.alias).raw(sql, params)), None)
+
+
+def _update(conn: BaseDatabaseWrapper, run: Run, fields: list[str]) -> None:
+    """Write ``fields`` of ``run`` (what ``save(update_fields=...)`` writes, in one statement)."""
+    columns = ", ".join(f"{_RUN_FIELDS[f].column} = %s" for f in fields)
+    params = [_db(conn, f, getattr(run, f)) for f in fields]
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_R} SET {columns} WHERE id = %s", [*params, _db(conn, "id", run.id)]
+        )
+
+
 _CLAIM_FIELDS = [
     "status",
     "attempt",
