@@ -9,6 +9,7 @@ The database's constraints back the port's rules: a second running run in a sess
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -83,7 +84,15 @@ class DjangoSessionStore:
         return session
 
     def session_get(self, session_id: uuid.UUID) -> SessionRecord:
-        found = Session.objects.filter(id=session_id).first()
+        conn = connections[Session.objects.db]
+        found = next(
+            iter(
+                Session.objects.raw(
+                    _SESSION_SQL, [Session._meta.pk.get_db_prep_value(session_id, conn)]
+                )
+            ),
+            None,
+        )  # hand-written: read once per executed run (see _locked_run)
         if found is None:
             raise session_not_found(session_id)
         return session_record(found)
@@ -182,6 +191,22 @@ class DjangoSessionStore:
 
     # -- run ownership -------------------------------------------------------------------
     def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
+        conn = connections[Session.objects.db]
+        if conn.vendor == "postgresql":
+            # One statement (`||` merges top-level keys, as below); the UPDATE's row lock
+            # orders it with other writers of the session.
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    _MERGE_METADATA_SQL,
+                    [
+                        json.dumps(dict(patch)),
+                        timezone.now(),
+                        Session._meta.pk.get_db_prep_value(session_id, conn),
+                    ],
+                )
+                if cursor.rowcount == 0:
+                    raise session_not_found(session_id)
+            return
         with transaction.atomic(savepoint=False):  # no savepoint inside run_finish's transaction
             session = session_lock(session_id)
             session.metadata = {**session.metadata, **patch}
@@ -264,6 +289,11 @@ _CLAIM_SQL = (
     "ORDER BY CASE WHEN status = 'running' THEN 0 ELSE 1 END, created_at, id LIMIT 1"
 )
 _RUN_SQL = f"SELECT * FROM {_R} WHERE id = %s"
+_S = Session._meta.db_table
+_SESSION_SQL = f"SELECT * FROM {_S} WHERE id = %s"
+_MERGE_METADATA_SQL = (
+    f"UPDATE {_S} SET metadata = metadata || %s::jsonb, updated_at = %s WHERE id = %s"
+)
 
 
 _RUN_FIELDS: dict[str, models.Field[Any, Any]] = {f.name: f for f in Run._meta.concrete_fields}
