@@ -266,25 +266,79 @@ def coordinator() -> Coordinator:
     return LocalCoordinator()
 
 
+class _Beats:
+    """One daemon thread per process that calls every registered heartbeat when it is due
+    (a thread per `with Heartbeat` block cost a thread start, and the wait for it, twice
+    per executed run). Beats run one after another on that thread; they are lock and lease
+    renewals that take milliseconds, against intervals of seconds."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Heartbeat]] = {}
+        self._thread: threading.Thread | None = None
+        self._next_key = 0
+
+    def add(self, beat: Heartbeat) -> int:
+        with self._cond:
+            self._next_key += 1
+            self._due[self._next_key] = (time.monotonic() + beat.interval_s, beat)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="asm-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+            return self._next_key
+
+    def remove(self, key: int) -> None:
+        with self._cond:
+            self._due.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                ready = [(k, b) for k, (at, b) in self._due.items() if at <= now]
+                for key, beat in ready:
+                    self._due[key] = (now + beat.interval_s, beat)
+                if not ready:
+                    soonest = min((at for at, _ in self._due.values()), default=now + 60)
+                    self._cond.wait(max(0.0, soonest - now))
+                    continue
+            for key, beat in ready:
+                beat.run(key)
+
+
+_beats = _Beats()
+
+
 class Heartbeat:
-    """Call `beat` every `interval_s` on a daemon thread while the `with` block runs."""
+    """Call `beat` every `interval_s` while the `with` block runs, on the process's shared
+    heartbeat thread. No beat starts once the block is left (leaving waits for a beat in
+    progress)."""
 
     def __init__(self, interval_s: float, beat: Callable[[], object]) -> None:
         self.interval_s, self.beat = interval_s, beat
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="asm-heartbeat", daemon=True)
+        self._running = threading.Lock()
+        self._key = 0
+        self._left = False
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def run(self, key: int) -> None:
+        with self._running:
+            if self._left or key != self._key:
+                return
             try:
                 self.beat()
             except Exception:  # a missed beat is retried; the TTLs tolerate a few
                 logger.warning("heartbeat failed; retrying", exc_info=True)
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        with self._running:  # no beat before the key is known
+            self._left = False
+            self._key = _beats.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        _beats.remove(self._key)
+        with self._running:  # a beat in progress finishes first
+            self._left = True

@@ -112,3 +112,30 @@ def test_heartbeat_beats_until_the_block_ends():
     assert count >= 3
     time.sleep(0.06)
     assert len(beats) == count
+
+
+def test_heartbeats_share_one_thread_and_keep_their_own_intervals():
+    fast: list[float] = []
+    slow: list[float] = []
+    with (
+        Heartbeat(0.02, lambda: fast.append(time.monotonic())),
+        Heartbeat(0.08, lambda: slow.append(time.monotonic())),
+    ):
+        time.sleep(0.3)
+    assert len(fast) >= 8
+    assert 2 <= len(slow) <= 4
+    names = [t.name for t in threading.enumerate() if t.name == "asm-heartbeat"]
+    assert names == ["asm-heartbeat"]
+
+
+def test_leaving_waits_for_a_beat_in_progress():
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_beat() -> None:
+        started.set()
+        time.sleep(0.1)
+        finished.set()
+
+    with Heartbeat(0.01, slow_beat):
+        assert started.wait(2)
+    assert finished.is_set()  # the block was left only after the beat had finished
