@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
@@ -234,6 +235,7 @@ class InMemorySessionStore:
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
         events: Sequence[NewEvent] = (),
+        cost_usd: Decimal | None = None,
     ) -> RunRecord | None:
         check_finish_status(status)
         with self._lock:
@@ -247,6 +249,7 @@ class InMemorySessionStore:
             run.output = copy.deepcopy(output)
             run.error = copy.deepcopy(error)
             run.token_usage = dict(token_usage)
+            run.cost_usd = cost_usd
             run.metadata = {**run.metadata, **copy.deepcopy(dict(metadata))}
             run.ended_at = utcnow()
             run.lease_owner, run.lease_expires_at = "", None

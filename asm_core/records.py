@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 
@@ -43,6 +44,7 @@ class RunRecord:
     output: Any = None
     error: dict[str, Any] | None = None
     token_usage: dict[str, Any] = field(default_factory=dict)
+    cost_usd: Decimal | None = None
     turn_count: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -23,7 +23,8 @@ Invariants every implementation keeps (and the shared contract suite checks):
   last events (`events`, what the executor still buffered), the terminal event and the
   provider's session metadata (`session_metadata`, merged) in one atomic step, so a run gets
   exactly one terminal event, nothing of a run lands after its terminal event, and a
-  fenced-off attempt changes nothing at all.
+  fenced-off attempt changes nothing at all. It also records the run's `cost_usd` (None:
+  unknown).
 - `session_merge_metadata` merges keys into the session's metadata atomically (concurrent
   changes to other keys are kept).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from asm_core.lifecycle import RunStatus, check_run_transition
@@ -101,6 +103,7 @@ class SessionStore(Protocol):
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
         events: Sequence[NewEvent] = (),
+        cost_usd: Decimal | None = None,
     ) -> RunRecord | None: ...
 
 

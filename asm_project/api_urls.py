@@ -27,6 +27,14 @@ from runs.api import (
     RunWaitApi,
     SessionCancelApi,
 )
+from runs.usage_api import UsageApi
+from sessions.agent_api import (
+    AgentCreateApi,
+    AgentDeleteApi,
+    AgentDetailApi,
+    AgentListApi,
+    AgentUpdateApi,
+)
 from sessions.api import (
     SessionActivateApi,
     SessionCompleteApi,
@@ -37,6 +45,7 @@ from sessions.api import (
     SessionPauseApi,
     SessionResumeApi,
 )
+from sessions.continuity_api import SessionCompactApi, SessionForkApi
 
 
 class SessionsRoute(SessionListApi, SessionCreateApi):
@@ -45,6 +54,15 @@ class SessionsRoute(SessionListApi, SessionCreateApi):
 
 class SessionRunsRoute(RunListApi, RunSubmitApi):
     """/sessions/{id}/runs: GET lists (`RunListApi`), POST submits (`RunSubmitApi`)."""
+
+
+class AgentsRoute(AgentListApi, AgentCreateApi):
+    """/agents: GET lists (`AgentListApi`), POST creates (`AgentCreateApi`)."""
+
+
+class AgentRoute(AgentDetailApi, AgentUpdateApi, AgentDeleteApi):
+    """/agents/{agent_id}: GET, PATCH/PUT, DELETE (`AgentDetailApi`, `AgentUpdateApi`,
+    `AgentDeleteApi`)."""
 
 
 @csrf_exempt  # else an unsafe method is refused by CSRF (an HTML 403) before the 404
@@ -68,6 +86,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="session-complete",
     ),
     path("sessions/<uuid:session_id>/fail", SessionFailApi.as_view(), name="session-fail"),
+    path("sessions/<uuid:session_id>/compact", SessionCompactApi.as_view(), name="session-compact"),
+    path("sessions/<uuid:session_id>/fork", SessionForkApi.as_view(), name="session-fork"),
     path("sessions/<uuid:session_id>/cancel", SessionCancelApi.as_view(), name="session-cancel"),
     path("sessions/<uuid:session_id>/runs", SessionRunsRoute.as_view(), name="session-runs"),
     path("sessions/<uuid:session_id>/events", EventListApi.as_view(), name="session-events"),
@@ -76,6 +96,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("runs/<uuid:run_id>/wait", RunWaitApi.as_view(), name="run-wait"),
     path("run", RunOnceApi.as_view(), name="run-once"),
     path("providers", ProviderListApi.as_view(), name="provider-list"),
+    path("agents", AgentsRoute.as_view(), name="agent-list"),
+    path("agents/<path:agent_id>", AgentRoute.as_view(), name="agent-detail"),
+    path("usage", UsageApi.as_view(), name="usage"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^(?P<unmatched>.*)$", api_not_found, name="api-not-found"),

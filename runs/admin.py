@@ -5,6 +5,10 @@ the one write is the bulk "Cancel selected runs" action, which calls `runs.servi
 for each run (pending: cancelled at once; running: its worker is signalled; finished:
 unchanged). The list shows each run's duration, tokens and cost (`run_duration`,
 `run_total_tokens`, also used by the session console).
+
+"Provider health" (`admin/runs/run/providers/`, linked from the runs list) shows every
+provider's fleet-wide health and resets one (`runs.health.provider_health_reset`; needs the
+change-run permission).
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ from decimal import Decimal
 
 from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 
 from asm_core.errors import AsmError
 from asm_core.lifecycle import RUN_TERMINAL, RunStatus
 from asm_core.records import parse_uuid
+from runs.bootstrap import provider_health, provider_registry
+from runs.health import provider_health_list, provider_health_reset
 from runs.models import Run
 from runs.services import run_cancel
 
@@ -109,6 +118,37 @@ class RunAdmin(admin.ModelAdmin[Run]):
     search_fields = ("provider",)
     list_select_related = ("session",)
     actions = (cancel_runs,)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.provider_health_view)
+        return [path("providers/", view, name="runs_run_providers"), *super().get_urls()]
+
+    def provider_health_view(self, request: HttpRequest) -> HttpResponse:
+        """Provider health (GET); POST `provider=<name>` resets that provider's health
+        (needs the change-run permission)."""
+        can_reset = request.user.has_perm("runs.change_run")
+        if request.method == "POST":
+            name = request.POST.get("provider", "")
+            if not can_reset:
+                raise PermissionDenied
+            try:
+                provider_health_reset(provider_registry(), provider_health(), name)
+            except AsmError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, f"Health of {name!r} reset.", messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        health = provider_health()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Provider health",
+            "providers": provider_health_list(provider_registry(), health),
+            "can_reset": can_reset,
+            "failure_threshold": health.failure_threshold,
+            "cooldown_ms": health.cooldown_ms,
+            "store": type(health).__name__,
+        }
+        return TemplateResponse(request, "admin/runs/provider_health.html", context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Run | None = None) -> list[str]:
         return [f.name for f in Run._meta.concrete_fields]

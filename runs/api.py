@@ -30,7 +30,8 @@ from asm_project.api import (
     request_user,
 )
 from asm_project.pagination import OldestFirstCursorPagination
-from runs.bootstrap import provider_registry
+from runs.bootstrap import provider_health, provider_registry
+from runs.health import provider_health_list
 from runs.models import Run
 from runs.selectors import (
     run_get_for_user,
@@ -53,7 +54,10 @@ INPUT_HELP = (
 OPTIONS_HELP = (
     "Run options (architecture section 5.1): `timeout_ms`, `max_attempts`, `adapter_opts` "
     "(the provider's own; the echo provider's: `delay_ms`, `chunk_words`, `repeat`, `usage`, "
-    "`tool_calls`, `fail`, `hang`), `required_capabilities`, `optional_capabilities`. "
+    "`tool_calls`, `fail`, `hang`), `required_capabilities`, `optional_capabilities`, "
+    "`routing` (provider `router` only: `prefer`, `exclude`, `max_attempts`, `strategy`, "
+    "`weights`, `required_capabilities`; docs/routing.md), `policy` (limits, tool rules and "
+    "`on_violation`; docs/policies.md). "
     "Unknown keys are a 400."
 )
 
@@ -369,7 +373,11 @@ class ProviderOutputSerializer(serializers.Serializer[Any]):
         allow_null=True,
         help_text="Until when routing skips it after failures (null: not cooling down).",
     )
-    consecutive_failures = serializers.IntegerField()
+    consecutive_failures = serializers.IntegerField(
+        help_text="Retryable failures in a row (a success resets it)."
+    )
+    last_failure_at = serializers.DateTimeField(allow_null=True)
+    last_error_code = serializers.CharField(allow_null=True)
 
     class Meta:
         ref_name = "Provider"
@@ -390,14 +398,13 @@ class ProviderListApi(APIView):
         tags=["providers"],
         summary="List providers",
         description=(
-            "Every registered provider, sorted by name. Health: until provider routing "
-            "records failures, `cooldown_until` is null and `consecutive_failures` 0."
+            "Every registered provider, sorted by name (`router` routes among the others), "
+            "with its health as every worker sees it: `consecutive_failures` (retryable "
+            "failures in a row), `cooldown_until` (routing skips it until then; null: not "
+            "cooling down), `last_failure_at`, `last_error_code`."
         ),
         responses={200: ProviderListOutputSerializer} | error_responses(),
     )
     def get(self, request: Request) -> Response:
-        providers = [
-            {"cooldown_until": None, "consecutive_failures": 0, **entry}
-            for entry in provider_registry().describe()
-        ]
+        providers = provider_health_list(provider_registry(), provider_health())
         return Response(ProviderListOutputSerializer({"results": providers}).data)

@@ -10,6 +10,16 @@ Invariants:
 - A cancelled run ends `cancelled` (never overwritten to `failed`); a run past its
   deadline ends `timeout`; both stop the provider (token + `provider.cancel`).
 - Required capabilities are checked before the provider is called.
+- With `options.continuation`, the session's prior history (`runs.continuation`: from the
+  latest compaction; compacted first when over `transcript_max_chars`) is read before the
+  run's own events are written and reaches the provider as `session_context["transcript"]`.
+- Policies (`runs.policies`, stacked: settings default, agent, session, run) are evaluated
+  on every non-chunk provider event as it is taken from the inbox and on every tick (the
+  duration timer, so a silent provider is stopped too); each violation is ONE
+  `policy_violation` event right after its trigger; a cancel decision stops the provider
+  like a cancel and ends the run `failed` (`policy_violation`); the summary goes to the
+  run's metadata `policy`. Tool rules reach adapters as `tool_guard` (checked before a tool
+  runs) and `options["tool_rules"]` (for CLIs that run their own tools).
 - The provider runs on its own thread and never touches the store; this (supervisor)
   thread does every store write: it batches `message_streamed` chunks (flushed at least
   every `flush_interval_s`) and writes everything queued at once, in emission order, as
@@ -19,10 +29,19 @@ Invariants:
   the deadline. A lost lease (the reaper took the run back) stops
   the provider and writes nothing more.
 - Token usage accumulates on the run from `token_usage_updated` events (numbers add);
-  when a provider reports none, its result's usage is used.
+  when a provider reports none, its result's usage is used. The run's `cost_usd` is that
+  usage priced by `runs.costs.run_cost` (`config.cost_rates`) at the finish; unknown rates
+  record None and `metadata.cost_supported: false`, never 0. Capability negotiation with
+  requirements is recorded in `metadata.capabilities` (degraded: also in `run_started`).
 - Provider metadata (provider_session_id, model) is merged into the session's metadata
   with an atomic merge inside the fenced `run_finish` (never by saving a stale copy of the
   session, and never by an attempt that was fenced off).
+- Workspace snapshots (``options.workspace``, ``sessions.workspaces.execution``): the
+  ``before`` snapshot right after ``run_started``, before the provider is called (a bad
+  workspace fails the run with ``validation_error`` and the provider never runs); the
+  ``after`` snapshot, diff and (for a run that did not complete, with
+  ``rollback_on_failure``) the rollback after the provider returned, their events written
+  with the terminal event.
 - `execute` first confirms (by renewing the lease) that the run is still this owner's
   attempt; a stale record writes nothing. A caller that has just claimed the run
   (`claimed=True`: the claim set this owner's lease a moment ago) skips that round trip.
@@ -36,7 +55,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from asm_core.errors import AsmError
@@ -44,6 +64,21 @@ from asm_core.event_types import TERMINAL_RUN_EVENT_TYPES, EventType
 from asm_core.records import NewEvent, RunRecord
 from asm_core.store import SessionStore
 from asm_core.usage import merge_token_usage
+from runs.continuation import continuation_for_run
+from runs.costs import ECHO_COST_RATES, run_cost
+from runs.policies import (
+    EffectivePolicy,
+    PolicyDecision,
+    PolicyState,
+    policy_error,
+    policy_observe,
+    policy_sources,
+    policy_stack,
+    policy_summary,
+    policy_tick,
+    policy_tool_guard,
+    policy_tool_rules,
+)
 from runs.providers.base import (
     CancelToken,
     Provider,
@@ -53,6 +88,7 @@ from runs.providers.base import (
     negotiate,
 )
 from runs.providers.registry import ProviderRegistry
+from sessions.workspaces.execution import RunWorkspace, workspace_run_finish, workspace_run_start
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +106,19 @@ class ExecutorConfig:
     tick_s: float = 0.05
     cancel_grace_s: float = 5.0
     db_cancel_check_s: float = 0.5
+    #: The settings-wide policy layer (``ASM_DEFAULT_POLICY``), stacked under the agent's,
+    #: the session's and the run's (``runs.policies``).
+    default_policy: Mapping[str, Any] | None = None
+    #: Token rates for ``runs.costs.run_cost`` (``ASM_COST_RATES``; default: echo is free).
+    cost_rates: Mapping[str, Any] | None = field(default_factory=lambda: dict(ECHO_COST_RATES))
+    #: A continuation transcript larger than this (characters) is compacted first
+    #: (``ASM_TRANSCRIPT_MAX_CHARS``; 0: never; ``runs.continuation``).
+    transcript_max_chars: int = 100_000
 
 
 CancelCheck = Callable[[uuid.UUID], bool]
+#: The agent manifest's ``default_policy`` for an ``agent_id`` (None: none).
+AgentPolicyLookup = Callable[[str], Mapping[str, Any] | None]
 
 
 @dataclass
@@ -94,8 +140,10 @@ class RunExecutor:
         config: ExecutorConfig | None = None,
         cancel_requested: CancelCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
+        agent_policy: AgentPolicyLookup | None = None,
     ) -> None:
         self.store, self.registry, self.owner = store, registry, owner
+        self.agent_policy = agent_policy or (lambda _agent_id: None)
         self.config = config or ExecutorConfig()
         self.cancel_requested = cancel_requested or (lambda _run_id: False)
         self.clock = clock
@@ -113,13 +161,16 @@ class RunExecutor:
             logger.warning("run %s attempt %s is not ours to execute", run.id, run.attempt)
             return None  # stale or finished record: write nothing
         try:
-            provider, context = self._prepare(run)
+            provider, context, policy = self._prepare(run)
+            workspace = workspace_run_start(  # options.workspace: the `before` snapshot
+                self.store, context, provider=run.provider or self.config.default_provider
+            )
         except AsmError as exc:
             return self._finish(run, self._failed(run, exc), {}, {})
-        return self._supervise(run, provider, context, started)
+        return self._supervise(run, provider, context, started, policy, workspace)
 
     # ------------------------------------------------------------------ steps
-    def _prepare(self, run: RunRecord) -> tuple[Provider, RunContext]:
+    def _prepare(self, run: RunRecord) -> tuple[Provider, RunContext, EffectivePolicy | None]:
         session = self.store.session_get(run.session_id)
         name = run.provider or self.config.default_provider
         provider = self.registry.get(name)
@@ -129,20 +180,29 @@ class RunExecutor:
             required=options.get("required_capabilities") or (),
             optional=options.get("optional_capabilities") or (),
         )
+        policy = self._policy_for(session.agent_id, session.context, options)
+        tool_rules = policy_tool_rules(policy)  # for adapters whose CLI runs the tools
         messages = input_messages(run.input or {})
         timeout_ms = options.get("timeout_ms") or self.config.default_timeout_ms
+        session_context = _session_context(session.context, run.metadata)
+        transcript = continuation_for_run(
+            self.store, run, max_chars=self.config.transcript_max_chars
+        )  # options.continuation: the prior history, read before this run's events are written
+        if transcript is not None:
+            session_context["transcript"] = transcript
         context = RunContext(
             run_id=run.id,
             session_id=run.session_id,
             attempt=run.attempt,
             input=dict(run.input or {}),
             messages=tuple(messages),
-            options=options,
+            options=options if tool_rules is None else {**options, "tool_rules": tool_rules},
             adapter_opts=dict(options.get("adapter_opts") or {}),
-            session_context=dict(session.context),
+            session_context=session_context,
             session_metadata=dict(session.metadata),
             timeout_ms=int(timeout_ms),
             provider_session_id=_provider_session_id(session.metadata, name),
+            tool_guard=policy_tool_guard(policy),  # refuses denied tools before they run
         )
         started_data: dict[str, Any] = {"provider": name, "attempt": run.attempt}
         if negotiation.status == "degraded":
@@ -150,6 +210,8 @@ class RunExecutor:
                 "status": negotiation.status,
                 "warnings": list(negotiation.warnings),
             }
+        if negotiation.supported or negotiation.unsupported:  # recorded on the run (_priced)
+            run.metadata = {**run.metadata, "capabilities": negotiation.to_dict()}
         self.store.event_append_many(
             run.session_id,
             [
@@ -162,10 +224,29 @@ class RunExecutor:
                 ),
             ],
         )
-        return provider, context
+        return provider, context, policy
+
+    def _policy_for(
+        self, agent_id: str, session_context: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> EffectivePolicy | None:
+        """The run's stacked policy: settings default, agent, session, run (validated)."""
+        return policy_stack(
+            policy_sources(
+                default=self.config.default_policy,
+                agent=self.agent_policy(agent_id),
+                session_context=session_context,
+                options=options,
+            )
+        )
 
     def _supervise(
-        self, run: RunRecord, provider: Provider, context: RunContext, started: float
+        self,
+        run: RunRecord,
+        provider: Provider,
+        context: RunContext,
+        started: float,
+        policy: EffectivePolicy | None = None,
+        workspace: RunWorkspace | None = None,
     ) -> RunRecord | None:
         cfg = self.config
         token = CancelToken()
@@ -185,8 +266,7 @@ class RunExecutor:
             finally:
                 inbox.put(None)
 
-        worker = threading.Thread(target=call_provider, name=f"provider-{run.id}", daemon=True)
-        worker.start()
+        _provider_threads.submit(call_provider)
 
         name = run.provider or cfg.default_provider
         buffer: list[NewEvent] = []
@@ -196,9 +276,13 @@ class RunExecutor:
         deadline = started + (context.timeout_ms or cfg.default_timeout_ms) / 1000
         next_renew = self.clock() + cfg.lease_ms / 3000
         next_db_check = self.clock() + cfg.db_cancel_check_s
-        stop: str | None = None  # "cancelled" | "timeout" | "lost"
+        stop: str | None = None  # "cancelled" | "timeout" | "lost" | "policy"
         stop_by = 0.0
         provider_done = False
+        policy_state = PolicyState()
+        # In flight the model is known only from the options or the adapter's configuration.
+        model_hint = context.adapter_opts.get("model") or getattr(provider, "model", None)
+        priced_as = {"provider": name, "model": model_hint}
 
         def flush() -> None:
             nonlocal buffer
@@ -214,6 +298,32 @@ class RunExecutor:
                 provider.cancel(run.id)
             except Exception:
                 logger.exception("provider %s failed to cancel run %s", name, run.id)
+
+        def police(
+            policy: EffectivePolicy,
+            event: tuple[str, dict[str, Any]] | None,
+            cost_usd: float | None = None,
+        ) -> bool:
+            """Evaluate the policy on a provider event (None: on the clock alone); queue its
+            violations right after that event; stop the provider on a cancel decision.
+            True when it found a violation."""
+            nonlocal policy_state
+            ms = int((self.clock() - started) * 1000)
+            if event is not None and event[0] == EventType.TOKEN_USAGE_UPDATED:
+                cost_usd = self._policy_cost(run, policy, usage, priced_as)
+            decision: PolicyDecision = (
+                policy_tick(policy, policy_state, elapsed_ms=ms, cost_usd=cost_usd)
+                if event is None
+                else policy_observe(policy, policy_state, *event, elapsed_ms=ms, cost_usd=cost_usd)
+            )
+            policy_state = decision.state
+            buffer.extend(
+                NewEvent(EventType.POLICY_VIOLATION, v, run.id, provider=name)
+                for v in decision.violations
+            )
+            if decision.cancel and stop is None:
+                stop_provider("policy")
+            return bool(decision.violations)
 
         while True:
             now = self.clock()
@@ -246,12 +356,16 @@ class RunExecutor:
                             buffered_at = self.clock()
                         buffer.append(NewEvent(type=type_, data=data, run_id=run.id, provider=name))
                         urgent = urgent or type_ != _STREAMED
+                        if policy is not None and type_ != _STREAMED:  # chunks: the timer
+                            police(policy, (type_, data))
                         if len(buffer) >= cfg.max_batch:
                             flush()
                 try:
                     item = inbox.get_nowait()
                 except queue.Empty:
                     break
+            if policy is not None and stop is None:  # the timer: a silent provider too
+                urgent = police(policy, None) or urgent
             now = self.clock()
             if provider_done:
                 break  # what is still buffered goes with the terminal event (_finish)
@@ -283,6 +397,8 @@ class RunExecutor:
             return None
         if not seen_usage and "result" in box:
             usage = dict(box["result"].token_usage or {})
+            if policy is not None and stop is None:  # usage known only from the result
+                police(policy, (EventType.TOKEN_USAGE_UPDATED.value, usage))
         outcome = self._outcome(run, stop, box, usage)
         metadata: dict[str, Any] = {"provider": name}
         session_metadata: dict[str, Any] = {}
@@ -297,6 +413,7 @@ class RunExecutor:
                 if v
             }
             metadata.update(meta)
+            metadata.update(result.run_metadata or {})  # e.g. the router's `routing`
             wanted: dict[str, Any] = {**meta, "provider": name} if meta else {}
             if result.provider_session_id:
                 ids = context.session_metadata.get("provider_session_ids")
@@ -308,7 +425,53 @@ class RunExecutor:
             # run); the merge itself is atomic, so this read can only save a write.
             if any(context.session_metadata.get(k) != v for k, v in wanted.items()):
                 session_metadata = wanted
+        elif isinstance(box.get("error"), AsmError) and "routing" in box["error"].details:
+            metadata["routing"] = box["error"].details["routing"]  # the router's decision
+        if policy is not None:  # the verdict, judged last with the cost the run records
+            if stop is None:
+                police(policy, None, self._policy_cost(run, policy, usage, metadata))
+            metadata["policy"] = policy_summary(policy, policy_state)
+            error = policy_error(policy, policy_state)
+            if error is not None and stop in (None, "policy"):  # spec 9.4: cancel mode fails
+                outcome = self._failed(run, error)
+        if workspace is not None:  # options.workspace: snapshot after, diff, rollback
+            outcome = self._workspace_finish(run, workspace, outcome, metadata, buffer)
         return self._finish(run, outcome, usage, metadata, session_metadata, last_events=buffer)
+
+    def _workspace_finish(
+        self,
+        run: RunRecord,
+        workspace: RunWorkspace,
+        outcome: _Outcome,
+        metadata: dict[str, Any],
+        last_events: list[NewEvent],
+    ) -> _Outcome:
+        """The workspace's end of the run (``sessions.workspaces.execution``): its events go
+        with the run's last ones, its record to the run's metadata ``workspace``; an error in
+        these steps replaces the run's outcome (spec 7.5). A run that is no longer this
+        owner's (lease lost) leaves the workspace alone: a new attempt may be working in it."""
+        if not self.store.run_renew_lease(
+            run.id, attempt=run.attempt, owner=self.owner, lease_ms=self.config.lease_ms
+        ):
+            return outcome  # fenced: `_finish` writes nothing either
+        end = workspace_run_finish(workspace, failed=outcome.status != "completed")
+        last_events.extend(end.events)
+        metadata["workspace"] = end.metadata
+        return outcome if end.error is None else self._failed(run, end.error)
+
+    def _policy_cost(
+        self,
+        run: RunRecord,
+        policy: EffectivePolicy,
+        usage: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> float | None:
+        """The run's cost so far for a ``max_cost_usd`` limit (None: no limit, or unknown);
+        priced like the run's recorded cost (``_priced``)."""
+        if "max_cost_usd" not in policy.limits:
+            return None
+        cost, _ = self._priced(run, usage, metadata)
+        return None if cost is None else float(cost)
 
     def _cancel_recorded(self, run_id: uuid.UUID) -> bool:
         return self.store.run_get(run_id).cancel_requested_at is not None
@@ -379,6 +542,7 @@ class RunExecutor:
             run_id=run.id,
             provider=run.provider or self.config.default_provider,
         )
+        cost, metadata = self._priced(run, usage, metadata)
         finished = self.store.run_finish(
             run.id,
             attempt=run.attempt,
@@ -390,10 +554,40 @@ class RunExecutor:
             terminal=terminal,
             session_metadata=session_metadata,
             events=last_events,
+            cost_usd=cost,
         )
         if finished is None:
             logger.warning("run %s attempt %s was fenced off; result dropped", run.id, run.attempt)
         return finished
+
+    def _priced(
+        self, run: RunRecord, usage: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> tuple[Decimal | None, dict[str, Any]]:
+        """The run's cost (``runs.costs.run_cost``: the provider that did the work, i.e. the
+        router's ``routed_provider``, and the model it reported) and the metadata to record:
+        ``cost_supported``, plus the capability negotiation ``_prepare`` noted on the run."""
+        routing = metadata.get("routing")
+        routed = routing.get("routed_provider") if isinstance(routing, Mapping) else None
+        provider = routed or run.provider or self.config.default_provider
+        model = metadata.get("model")
+        cost, supported = run_cost(
+            usage, str(provider), model if isinstance(model, str) else None, self.config.cost_rates
+        )
+        extra: dict[str, Any] = {"cost_supported": supported}
+        if "capabilities" in run.metadata and "capabilities" not in metadata:
+            extra["capabilities"] = run.metadata["capabilities"]
+        return cost, {**metadata, **extra}
+
+
+def _session_context(context: Mapping[str, Any], run_metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The session's context for the provider; the agent manifest's system prompt (recorded
+    on the run at submit, ``metadata.agent.system_prompt``) when the session has none."""
+    out = dict(context)
+    agent = run_metadata.get("agent")
+    prompt = agent.get("system_prompt") if isinstance(agent, Mapping) else None
+    if isinstance(prompt, str) and prompt and not out.get("system_prompt"):
+        out["system_prompt"] = prompt
+    return out
 
 
 def _provider_session_id(session_metadata: Mapping[str, Any], provider: str) -> str | None:
@@ -407,3 +601,41 @@ def _provider_session_id(session_metadata: Mapping[str, Any], provider: str) -> 
         value = session_metadata.get("provider_session_id")
         return value if isinstance(value, str) else None
     return None
+
+
+class _ProviderThreads:
+    """Daemon threads for provider calls, reused from run to run (starting a thread, and
+    waiting for it to start, cost about a millisecond per run on a busy worker). A call gets
+    an idle thread or a new one, never waits for a busy one: a provider that ignores cancel
+    keeps its thread, and daemon threads never hold up the process's exit."""
+
+    MAX_IDLE = 32
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that idle thread is now spoken for
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._work, name="asm-provider", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except BaseException:  # jobs report their own errors; keep the thread
+                logger.exception("provider thread job failed")
+            with self._lock:
+                if self._idle >= self.MAX_IDLE:
+                    return
+                self._idle += 1
+
+
+_provider_threads = _ProviderThreads()

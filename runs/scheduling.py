@@ -11,7 +11,8 @@ Invariants:
   again, so a run submitted while the holder was finishing is never stranded.
 - Fleet-wide limits (`ASM_MAX_PARALLEL_SESSIONS`, `ASM_MAX_PARALLEL_RUNS`) are slots with
   TTLs (a dead worker's slots come back); when full, runs stay `pending` with a visible
-  `waiting_reason` and the drain retries after `ASM_LIMIT_RETRY_S`.
+  `waiting_reason` and the drain retries after `ASM_LIMIT_RETRY_S`. Owner budgets
+  (`runs.budgets.budget_claim`) wait the same way (or fail the run, as the budget says).
 - A session's pending runs are never stranded: besides the drain messages (deduplicated by
   `runs.dispatch`), the reaper's sweep wakes any active session whose pending runs have
   waited `ASM_STRANDED_AFTER_S` with nothing running.
@@ -35,6 +36,7 @@ from asm_core.event_types import EventType
 from asm_core.lifecycle import RunStatus, SessionStatus
 from events.services import event_append
 from runs.bootstrap import build_executor
+from runs.budgets import budget_claim
 from runs.coordination import Coordinator, Heartbeat, coordinator
 from runs.dispatch import drain_enqueue, drain_flag
 from runs.models import Run
@@ -125,15 +127,22 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
                     session_id, f"max_parallel_runs ({settings.ASM_MAX_PARALLEL_RUNS}) reached"
                 )
             try:
-                run = store.run_claim_next(session_id, owner=worker_id, lease_ms=lease)
+                claim = budget_claim(store, session_id, owner=worker_id, lease_ms=lease)
+                if claim.wait_reason:  # the owner's budget is spent (runs.budgets)
+                    return _retry_later(session_id, claim.wait_reason)
+                run = claim.run
                 if run is None:
                     if Run.objects.filter(session_id=session_id, status=RunStatus.RUNNING).exists():
                         # A run is still `running` (its worker may be gone): its drain, or
                         # the reaper, ends or requeues it and wakes this session again.
                         return True
                     continue  # the pending run went (cancelled): look again
-                with Heartbeat(
-                    lease / 3000, lambda: (runs.renew(member, lease), sessions.renew(member, lease))
+                with (
+                    claim,  # on exit: the run's budget reservation is settled
+                    Heartbeat(
+                        lease / 3000,
+                        lambda: (runs.renew(member, lease), sessions.renew(member, lease)),
+                    ),
                 ):
                     executor.execute(run, claimed=True)
             finally:

@@ -41,10 +41,14 @@ from asm_core.lifecycle import (
 from events.models import Event
 from events.services import event_append
 from runs.bootstrap import provider_registry
+from runs.continuation import continuation_options
 from runs.coordination import coordinator
 from runs.dispatch import drain_enqueue
 from runs.models import Run
+from runs.policies import policy_parse, policy_sources, policy_stack
 from runs.providers.base import parse_requirement
+from runs.routing import ROUTER_NAME, routing_options_validate
+from sessions.agents import agent_manifest_for, agent_request_matches, agent_run_defaults
 from sessions.models import Session
 from sessions.services import (
     Actor,
@@ -56,6 +60,7 @@ from sessions.services import (
     session_fail,
     session_lock,
 )
+from sessions.workspaces.options import workspace_option_validate
 
 
 class RunCreated(NamedTuple):
@@ -112,20 +117,28 @@ def run_create(
     idempotency_key: str | None = None,
     max_attempts: int = 1,
     run_id: uuid.UUID | None = None,
+    session_locked: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> RunCreated:
-    """Store a `pending` run in the session (or return the idempotent replay)."""
+    """Store a `pending` run in the session (or return the idempotent replay).
+
+    ``session_locked``: the caller holds the session's row lock in this transaction (so
+    the session exists; `run_submit` does), which saves a query.
+    """
     payload = normalize_input(input)
     opts = dict(options or {})
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
         raise AsmError("validation_error", "max_attempts must be >= 1", {"field": "max_attempts"})
-    if not Session.objects.filter(id=session_id).exists():
+    if not session_locked and not Session.objects.filter(id=session_id).exists():
         raise session_not_found(session_id)
     if idempotency_key is not None:
         replay = _idempotent_replay(session_id, idempotency_key, payload, provider, opts)
         if replay is not None:
             return RunCreated(replay, False)
     try:
-        with transaction.atomic():
+        # A savepoint only where a duplicate idempotency key is the expected IntegrityError
+        # (the caller's transaction survives it); fresh ids cannot collide.
+        with transaction.atomic(savepoint=idempotency_key is not None):
             run = Run.objects.create(
                 id=run_id or uuid.uuid4(),
                 session_id=session_id,
@@ -134,6 +147,7 @@ def run_create(
                 options=opts,
                 idempotency_key=idempotency_key,
                 max_attempts=max_attempts,
+                metadata=dict(metadata or {}),
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -163,7 +177,18 @@ def _idempotent_replay(
 # --------------------------------------------------------------------------- submit and cancel
 #: Run options this build understands. Others are refused rather than silently ignored.
 RUN_OPTION_KEYS = frozenset(
-    {"timeout_ms", "max_attempts", "adapter_opts", "required_capabilities", "optional_capabilities"}
+    {
+        "timeout_ms",
+        "max_attempts",
+        "adapter_opts",
+        "required_capabilities",
+        "optional_capabilities",
+        "policy",
+        "routing",
+        "continuation",
+        "continuation_opts",
+        "workspace",
+    }
 )
 
 
@@ -201,7 +226,25 @@ def validate_run_options(options: object, provider: str) -> dict[str, Any]:
     for key in ("required_capabilities", "optional_capabilities"):
         for entry in options.get(key) or ():
             parse_requirement(entry)
+    if options.get("policy") is not None:
+        policy_parse(options["policy"], field="options.policy")
+    if options.get("routing") is not None:
+        _validate_routing(options["routing"], provider)
+    continuation_options(options)  # `continuation`, `continuation_opts` (runs.continuation)
+    workspace_option_validate(options)  # `workspace` (sessions.workspaces.options)
     return dict(options)
+
+
+def _validate_routing(routing: object, provider: str) -> None:
+    """`options.routing` is for the `router` provider only and is checked strictly."""
+    if provider != ROUTER_NAME:
+        raise AsmError(
+            "validation_error",
+            f"options.routing applies only to provider {ROUTER_NAME!r} (this run: {provider!r})",
+            {"field": "options.routing"},
+        )
+    routable = [n for n in provider_registry().names() if n != ROUTER_NAME]
+    routing_options_validate(routing, registered=routable)
 
 
 def run_submit(
@@ -217,17 +260,39 @@ def run_submit(
 
     A `pending` session is activated first (`session_started`). A finished session takes no
     runs (`invalid_operation`). At most `ASM_MAX_QUEUED_RUNS` runs wait per session
-    (`max_runs_exceeded`). Bad input or options change nothing.
+    (`max_runs_exceeded`). Bad input or options change nothing. The session's agent
+    manifest, if any, supplies defaults (`sessions.agents.agent_run_defaults`).
     """
-    name = provider or settings.ASM_DEFAULT_PROVIDER
-    opts = validate_run_options(options, name)
     payload = normalize_input(input)
     with transaction.atomic():
         session = session_lock(session_id)
-        replay = idempotency_key is not None and (
-            Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).exists()
+        applied = agent_run_defaults(
+            agent_manifest_for(session.agent_id),
+            provider=provider,
+            options=options,
+            session_context=session.context,
         )
+        name = applied.provider or settings.ASM_DEFAULT_PROVIDER
+        opts = validate_run_options(applied.options, name)
+        replay = idempotency_key is not None and (
+            Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).first()
+        )
+        if (
+            replay
+            and replay.input == payload
+            and agent_request_matches(replay.metadata, provider=provider, options=options)
+        ):
+            return RunCreated(replay, False)  # the same request, whatever the manifest says now
         if not replay:
+            # Every policy layer the run will be held to is valid (the agent's is checked
+            # where manifests are edited); a bad one refuses the run here, not at execution.
+            policy_stack(
+                policy_sources(
+                    default=settings.ASM_DEFAULT_POLICY,
+                    session_context=session.context,
+                    options=opts,
+                )
+            )
             if session.status in SESSION_TERMINAL:
                 raise AsmError(
                     "invalid_operation",
@@ -251,6 +316,8 @@ def run_submit(
             options=opts,
             idempotency_key=idempotency_key,
             max_attempts=int(opts.get("max_attempts", 1)),
+            session_locked=True,
+            metadata={"agent": applied.metadata} if applied.metadata else None,
         )
         if created.created:
             drain_enqueue(session_id)
@@ -328,15 +395,21 @@ def run_once(
     those features are enabled for the run). If the run is not finished within `timeout_s`
     the result says so (`status` is not terminal) and the session stays active.
     """
-    name = provider or settings.ASM_DEFAULT_PROVIDER
-    validate_run_options(options, name)
+    applied = agent_run_defaults(  # checked up front: a bad request creates no session
+        agent_manifest_for(agent_id) if agent_id else None,
+        provider=provider,
+        options=options,
+        session_context=context,
+    )
+    name = applied.provider or settings.ASM_DEFAULT_PROVIDER
+    validate_run_options(applied.options, name)
     normalize_input(input)
     session = session_create(
         agent_id=agent_id or name, owner=owner, context=context, metadata=metadata
     )
     try:
         created = run_submit(
-            session_id=session.id, input=input, provider=name, options=options, actor=owner
+            session_id=session.id, input=input, provider=provider, options=options, actor=owner
         )
     except AsmError as exc:
         session_fail(

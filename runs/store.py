@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, connections, models, transaction
@@ -262,6 +263,7 @@ class DjangoSessionStore:
         terminal: NewEvent,
         session_metadata: Mapping[str, Any] | None = None,
         events: Sequence[NewEvent] = (),
+        cost_usd: Decimal | None = None,
     ) -> RunRecord | None:
         check_finish_status(status)
         with transaction.atomic():
@@ -273,7 +275,11 @@ class DjangoSessionStore:
             run.output = output
             run.error = error
             run.token_usage = dict(token_usage)
+            run.cost_usd = cost_usd
             run.metadata = {**run.metadata, **metadata}
+            routing = metadata.get("routing")
+            if isinstance(routing, Mapping) and isinstance(routing.get("routed_provider"), str):
+                run.routed_provider = routing["routed_provider"]  # the router's choice
             run.ended_at = timezone.now()
             run.lease_owner, run.lease_expires_at = "", None
             _update(conn, run, _FINISH_FIELDS)
@@ -335,7 +341,9 @@ _FINISH_FIELDS = [
     "output",
     "error",
     "token_usage",
+    "cost_usd",
     "metadata",
+    "routed_provider",
     "ended_at",
     "lease_owner",
     "lease_expires_at",

@@ -8,6 +8,11 @@ A session's change page also carries the operator console
 event timeline live over the WebSocket, streamed text assembled as it arrives, and buttons
 that call the public API with the admin's login cookie and CSRF token (submit a prompt,
 cancel a run, complete or fail the session). `console_config` is the data it starts from.
+
+Agent manifests are edited here with the same validation as `/api/v1/agents`; owner budgets
+show the current window's spend and reservations (`runs.budgets.budget_status`). Saving
+either clears this process's cache (others follow within `ASM_AGENT_CACHE_S` /
+`ASM_BUDGET_CACHE_S`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from asm_core.errors import AsmError
@@ -29,7 +36,8 @@ from events.selectors import event_list
 from runs.admin import format_cost, format_duration, run_duration, run_total_tokens
 from runs.models import Run
 from sessions import services
-from sessions.models import Session
+from sessions.agents import AGENT_FIELDS, agent_cache_clear, agent_validate
+from sessions.models import Agent, Budget, Session
 
 LATEST_EVENTS = 50
 CONSOLE_HISTORY = 1000  # the console's timeline starts this many events before the latest
@@ -213,4 +221,79 @@ class SessionAdmin(admin.ModelAdmin[Session]):
             "<table><thead><tr><th>#</th><th>type</th><th>run</th><th>time</th></tr>"
             "</thead><tbody>{}</tbody></table>",
             body,
+        )
+
+
+# --------------------------------------------------------------------------- agents, budgets
+class AgentAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The manifest is checked like the API checks it (`sessions.agents.agent_validate`)."""
+
+    class Meta:
+        model = Agent
+        fields = AGENT_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        try:
+            values = agent_validate({k: cleaned.get(k) for k in AGENT_FIELDS})
+        except AsmError as exc:
+            where = exc.details.get("field") if isinstance(exc.details, dict) else None
+            top = str(where).split(".")[0].split("[")[0] if where else None
+            if top in self.fields:
+                self.add_error(top, exc.message)
+            else:
+                raise forms.ValidationError(exc.message) from exc
+            return cleaned
+        cleaned.update(values)
+        return cleaned
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin[Agent]):
+    form = AgentAdminForm
+    list_display = ("agent_id", "name", "version", "provider", "updated_at")
+    search_fields = ("agent_id", "name", "description")
+    ordering = ("agent_id",)
+    readonly_fields = ("created_at", "updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Agent, form: Any, change: bool) -> None:
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        agent_cache_clear()
+
+    def delete_model(self, request: HttpRequest, obj: Agent) -> None:
+        super().delete_model(request, obj)
+        agent_cache_clear()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        super().delete_queryset(request, queryset)
+        agent_cache_clear()
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin[Budget]):
+    list_display = ("owner", "window", "max_tokens", "max_cost_usd", "on_exceed", "enabled")
+    list_filter = ("window", "on_exceed", "enabled")
+    search_fields = ("owner__username",)
+    raw_id_fields = ("owner",)
+    readonly_fields = ("created_at", "updated_at", "current_window")
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
+        from runs.budgets import budget_cache_clear
+
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        budget_cache_clear()
+
+    @admin.display(description="Current window")
+    def current_window(self, obj: Budget) -> str:
+        from runs.budgets import budget_status
+
+        if obj.pk is None:
+            return "-"
+        status = budget_status(obj)
+        return (
+            f"{status['window_start']} .. {status['window_end']}: spent "
+            f"{status['spent_tokens']:,} tokens, ${status['spent_cost_usd']}; reserved "
+            f"{status['reserved_tokens']:,} tokens, ${status['reserved_cost_usd']}"
         )

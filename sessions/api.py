@@ -12,7 +12,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +32,8 @@ from asm_project.api import (
     request_user,
 )
 from asm_project.pagination import CreatedCursorPagination
+from runs.usage import session_usage
+from runs.usage_api import UsageTotalsSerializer
 from sessions.models import Session
 from sessions.selectors import session_get_for_user, session_list
 from sessions.services import (
@@ -39,6 +46,14 @@ from sessions.services import (
 )
 
 TAG = "sessions"
+USAGE_ATTR = "_asm_usage"
+
+
+def usage_attach(sessions: list[Session]) -> None:
+    """Compute the usage totals of these sessions at once (for a list page)."""
+    totals = session_usage([s.id for s in sessions])
+    for session in sessions:
+        setattr(session, USAGE_ATTR, totals[session.id])
 
 
 def _with_context_field(fields: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -63,11 +78,19 @@ class SessionOutputSerializer(serializers.Serializer[Any]):
     last_sequence = serializers.IntegerField(
         help_text="The session's highest event sequence number (0: no events)."
     )
+    usage = serializers.SerializerMethodField(
+        help_text="Token and cost totals of the session's runs (runs.usage)."
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
     class Meta:
         ref_name = "Session"
+
+    @extend_schema_field(UsageTotalsSerializer)
+    def get_usage(self, session: Session) -> dict[str, Any]:
+        attached: dict[str, Any] | None = getattr(session, USAGE_ATTR, None)
+        return attached if attached is not None else session_usage([session.id])[session.id]
 
     def get_fields(self) -> dict[str, Any]:
         return _with_context_field(super().get_fields())
@@ -119,6 +142,7 @@ class SessionListApi(APIView):
         sessions = session_list(user=request_user(request), **filters.validated_data)
         paginator = CreatedCursorPagination()
         page = paginator.paginate_queryset(sessions, request, view=self)
+        usage_attach(page or [])  # one query for the page's usage totals
         return paginator.get_paginated_response(SessionOutputSerializer(page, many=True).data)
 
 

@@ -1,4 +1,5 @@
-"""The Session model. `last_sequence` is the per-session event counter.
+"""The Session model (`last_sequence` is the per-session event counter), agent manifests
+(`Agent`) and owner budgets (`Budget`).
 
 Invariant: `last_sequence` is written only by `events.services` (one conditional
 `UPDATE ... RETURNING` per append or batch), never by a model save of the whole row; every
@@ -58,3 +59,92 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} {self.id} ({self.status})"
+
+
+class Agent(models.Model):
+    """An agent manifest (spec 10.3, adapted to a service): the defaults a session's runs pick
+    up when the session's `agent_id` names it (`sessions.agents`). Sessions refer to agents by
+    `agent_id` string, not by foreign key: an unknown id keeps working with settings defaults.
+    """
+
+    agent_id = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=50, default="1")
+    description = models.TextField(blank=True, default="")
+    # The default provider of the agent's runs ("" = none; with `routing` set, `router`).
+    provider = models.CharField(max_length=100, blank=True, default="")
+    # The default `options.routing` of the agent's runs (the routing option shape), or null.
+    routing = models.JSONField(null=True, blank=True)
+    required_capabilities = models.JSONField(default=list, blank=True)
+    optional_capabilities = models.JSONField(default=list, blank=True)
+    # The agent's policy layer (the options.policy shape; stacked by runs.policies), or null.
+    default_policy = models.JSONField(null=True, blank=True)
+    system_prompt = models.TextField(blank=True, default="")
+    # Run options merged UNDER each run's own options.
+    default_options = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("agent_id",)
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(agent_id=""), name="agent_id_not_empty"),
+            models.CheckConstraint(condition=~models.Q(name=""), name="agent_name_not_empty"),
+            models.CheckConstraint(condition=~models.Q(version=""), name="agent_version_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} v{self.version}"
+
+
+class Budget(models.Model):
+    """An owner's token and/or cost budget over a calendar window (UTC day or month).
+
+    Enforced before dispatch by `runs.budgets` (reservations in Redis, spend recomputable
+    from the owner's runs). One budget per owner and window.
+    """
+
+    class Window(models.TextChoices):
+        DAILY = "daily"
+        MONTHLY = "monthly"
+
+    class OnExceed(models.TextChoices):
+        WAIT = "wait"
+        FAIL = "fail"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_budgets"
+    )
+    window = models.CharField(max_length=16, choices=Window.choices, default=Window.DAILY)
+    max_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="input + output tokens per window; empty: no limit"
+    )
+    max_cost_usd = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per window; empty: no limit",
+    )
+    on_exceed = models.CharField(max_length=8, choices=OnExceed.choices, default=OnExceed.WAIT)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("owner_id", "window")
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "window"], name="budget_one_per_owner_window"),
+            models.CheckConstraint(
+                condition=models.Q(max_tokens__isnull=False) | models.Q(max_cost_usd__isnull=False),
+                name="budget_has_a_limit",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_cost_usd__isnull=True) | models.Q(max_cost_usd__gte=0),
+                name="budget_max_cost_gte_0",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.window} budget of user {self.owner_id}"

@@ -209,6 +209,9 @@ ASM_REAPER_INTERVAL_S: float = env.float("ASM_REAPER_INTERVAL_S", default=5.0)
 ASM_CANCEL_GRACE_S: float = env.float("ASM_CANCEL_GRACE_S", default=5.0)
 ASM_STREAM_FLUSH_MS: int = env.int("ASM_STREAM_FLUSH_MS", default=50)
 ASM_MAX_QUEUED_RUNS: int = env.int("ASM_MAX_QUEUED_RUNS", default=100)
+# Continuation (docs/continuity.md): a run's transcript of prior history larger than this
+# many characters is compacted (a session_compacted event) before the run starts; 0: never.
+ASM_TRANSCRIPT_MAX_CHARS: int = env.int("ASM_TRANSCRIPT_MAX_CHARS", default=100_000)
 ASM_MAX_PARALLEL_RUNS: int = env.int("ASM_MAX_PARALLEL_RUNS", default=50)  # 0: unlimited
 ASM_MAX_PARALLEL_SESSIONS: int = env.int("ASM_MAX_PARALLEL_SESSIONS", default=100)  # 0: unlimited
 ASM_LIMIT_RETRY_S: float = env.float("ASM_LIMIT_RETRY_S", default=1.0)
@@ -218,6 +221,52 @@ ASM_DRAIN_FLAG_TTL_MS: int = env.int("ASM_DRAIN_FLAG_TTL_MS", default=10_000)
 ASM_STRANDED_AFTER_S: float = env.float("ASM_STRANDED_AFTER_S", default=10.0)
 ASM_REDIS_PREFIX: str = env.str("ASM_REDIS_PREFIX", default="asm:")
 ASM_EMBEDDED_WORKER_THREADS: int = env.int("ASM_EMBEDDED_WORKER_THREADS", default=4)
+
+# --------------------------------------------------------------------------- provider routing
+# The `router` provider (docs/routing.md). Health is shared by the fleet in Redis when
+# REDIS_URL is set (keys under ASM_REDIS_PREFIX), process-local otherwise. A provider is
+# skipped for ASM_ROUTER_COOLDOWN_MS after ASM_ROUTER_FAILURE_THRESHOLD consecutive
+# retryable failures (1: the seed's rule, one failure cools it).
+ASM_ROUTER_FAILURE_THRESHOLD: int = env.int("ASM_ROUTER_FAILURE_THRESHOLD", default=1)
+ASM_ROUTER_COOLDOWN_MS: int = env.int("ASM_ROUTER_COOLDOWN_MS", default=30_000)
+# The default routing policy (JSON, the options.routing shape: prefer, exclude,
+# max_attempts, strategy, weights, required_capabilities); a run's options.routing
+# replaces each key it gives. {} = priority by provider name, 3 attempts.
+ASM_ROUTER_POLICY: dict[str, Any] = env.json("ASM_ROUTER_POLICY", default={})
+
+# --------------------------------------------------------------------------- policies
+# The settings-wide policy (JSON, the options.policy shape; docs/policies.md): the first
+# layer of every run's policy stack (then the agent's, the session's, the run's; the
+# strictest limit and every denial win). {} = no default policy. Validated when a run is
+# submitted (an invalid one refuses runs with validation_error, field ASM_DEFAULT_POLICY).
+ASM_DEFAULT_POLICY: dict[str, Any] = env.json("ASM_DEFAULT_POLICY", default={})
+
+# --------------------------------------------------------------------------- costs, budgets, agents
+# Token rates, USD per MILLION tokens, per provider and model (docs/costs-and-budgets.md):
+# {provider: {model: {input, output, cache_read?, cache_write?}}}; a model key also prices
+# models it is a prefix of, "*" any model. A provider named in ASM_COST_RATES (JSON) replaces
+# that provider's defaults below (Anthropic list prices when written; check yours). Runs of
+# a provider/model without rates record cost_usd null and cost_supported false.
+_CLAUDE_RATES: dict[str, dict[str, float]] = {
+    "claude-sonnet": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
+    "claude-haiku": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
+    "claude-opus": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
+    "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_read": 1.5, "cache_write": 18.75},
+    "claude-opus-4-2": {"input": 15.0, "output": 75.0, "cache_read": 1.5, "cache_write": 18.75},
+}
+ASM_COST_RATES: dict[str, dict[str, Any]] = {
+    "echo": {"*": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}},
+    "claude": _CLAUDE_RATES,
+    "claude_code": _CLAUDE_RATES,
+    **env.json("ASM_COST_RATES", default={}),
+}
+# Owner budgets: what one run reserves before it is dispatched when its policy stack sets no
+# max_cost_usd / max_total_tokens; how long (s) a process caches who has budgets and the
+# agent manifests it looked up.
+ASM_BUDGET_RESERVE_USD: float = env.float("ASM_BUDGET_RESERVE_USD", default=0.25)
+ASM_BUDGET_RESERVE_TOKENS: int = env.int("ASM_BUDGET_RESERVE_TOKENS", default=20_000)
+ASM_BUDGET_CACHE_S: float = env.float("ASM_BUDGET_CACHE_S", default=5.0)
+ASM_AGENT_CACHE_S: float = env.float("ASM_AGENT_CACHE_S", default=5.0)
 
 # --------------------------------------------------------------------------- celery
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"

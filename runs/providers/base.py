@@ -448,6 +448,9 @@ class ProviderResult:
     #: Keys merged into the session's metadata after the run (top-level merge), for state
     #: an adapter needs on the session's next run (e.g. codex's thread-cumulative usage).
     session_metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Keys merged into the RUN's metadata (top-level merge), e.g. the router's ``routing``
+    #: decision; ``routing.routed_provider`` also sets the run's ``routed_provider``.
+    run_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -37,10 +37,16 @@ checked before and after each one, not during it.
 rejects them with HTTP 400 and the SDK no longer has them.
 
 Request: ``system`` = ``adapter_opts.system`` or ``session_context["system_prompt"]``, plus the
-content of ``system``/``developer`` input messages. ``messages`` = the session transcript
-(``session_context["transcript"]``: ``{"role", "content"}`` entries; tool-call entries become
-text lines) followed by ``context.messages``; roles other than user/assistant become user,
-consecutive messages of one role are joined.
+content of ``system``/``developer`` messages. ``messages`` = the session transcript
+(``session_context["transcript"]``, ``runs.transcript``'s message shape) as real turns, then
+``context.messages``: text of one role in a row is one turn (roles other than user/assistant
+become user); a transcript tool call is a ``tool_use`` block of its assistant turn and its
+result a ``tool_result`` block heading the next user turn (paired by id, else by tool name;
+ids and names made API-safe); a call with no recorded result gets an error ``tool_result``
+(``NO_TOOL_RESULT``); a result without its call is text. Tools the transcript uses that are
+not registered are declared (``HISTORY_TOOL_DESCRIPTION``; with no tool registered,
+``tool_choice`` is ``none``), as the API requires. A transcript that starts with an assistant
+turn gets a placeholder user turn first.
 
 Event mapping, per API call (one per model turn):
 
@@ -303,22 +309,136 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- request
 
 
-def _transcript_entry(entry: Mapping[str, Any]) -> dict[str, str] | None:
-    role = str(entry.get("role") or "user").strip().lower()
-    content = entry.get("content")
-    if isinstance(content, str) and content:
-        return {"role": role, "content": content}
-    name = entry.get("tool_name")
-    if not isinstance(name, str) or not name:
-        return None
-    call_id = entry.get("tool_call_id") or "unknown"
-    if role == "assistant":
-        tool_input = entry.get("tool_input")
-        printed = json.dumps(tool_input if isinstance(tool_input, Mapping) else {}, default=str)
-        return {"role": "assistant", "content": f"tool_call({call_id}): {name} {printed}"}
-    output = entry.get("tool_output")
-    printed = "" if output is None else _tool_content(output)
-    return {"role": "user", "content": f"tool_result({call_id}): {name} {printed}".rstrip()}
+_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+#: The ``tool_result`` of a transcript tool call whose result was never recorded.
+NO_TOOL_RESULT = "Error: no result was recorded for this tool call."
+#: The description of a tool that only the transcript uses (declared so the API accepts the
+#: history's ``tool_use``/``tool_result`` blocks).
+HISTORY_TOOL_DESCRIPTION = "A tool used earlier in this session. It is not available now."
+_NO_EARLIER_TURNS = "(The earlier part of this conversation is not included.)"
+
+
+def _safe(value: str, limit: int) -> str:
+    return _UNSAFE_ID.sub("_", value)[:limit]
+
+
+class _Turns:
+    """Messages API turns from transcript entries and the run's messages.
+
+    Text of one role in a row is joined into one turn; a transcript tool call is a
+    ``tool_use`` block of the assistant turn and its result a ``tool_result`` block at the
+    head of the next user turn (paired by id, else by tool name). A call whose result never
+    came gets an error ``tool_result`` before anything else is said; a result without its
+    call (e.g. cut off by ``max_messages``) becomes text.
+    """
+
+    def __init__(self) -> None:
+        self.turns: list[dict[str, Any]] = []
+        self.system: list[str] = []
+        self.open: dict[str, str] = {}  # tool_use id -> tool name, awaiting their results
+        self.seen_ids: set[str] = set()
+        self.generated = 0
+
+    def _add(self, role: str, block: dict[str, Any]) -> None:
+        last = self.turns[-1] if self.turns else None
+        if self.open and not (role == "assistant" and last is not None and last["role"] == role):
+            self.close_open()
+            last = self.turns[-1]
+        if last is not None and last["role"] == role:
+            blocks = last["content"]
+            if block["type"] == "text" and blocks and blocks[-1]["type"] == "text":
+                blocks[-1] = {"type": "text", "text": blocks[-1]["text"] + "\n\n" + block["text"]}
+            else:
+                blocks.append(block)
+        else:
+            self.turns.append({"role": role, "content": [block]})
+
+    def _results(self, blocks: list[dict[str, Any]]) -> None:
+        last = self.turns[-1] if self.turns else None
+        if (
+            last is not None
+            and last["role"] == "user"
+            and all(b["type"] == "tool_result" for b in last["content"])
+        ):
+            last["content"].extend(blocks)
+        else:
+            self.turns.append({"role": "user", "content": blocks})
+
+    def close_open(self) -> None:
+        """Answer every call still waiting with an error result."""
+        if self.open:
+            blocks = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": i,
+                    "content": NO_TOOL_RESULT,
+                    "is_error": True,
+                }
+                for i in self.open
+            ]
+            self.open.clear()
+            self._results(blocks)
+
+    def text(self, role: str, content: str) -> None:
+        if role in _SYSTEM_ROLES:
+            self.system.append(content)
+            return
+        self._add(role if role in _PASSTHROUGH_ROLES else "user", {"type": "text", "text": content})
+
+    def entry(self, entry: Mapping[str, Any]) -> None:
+        """One transcript message (``runs.transcript``'s shape)."""
+        role = str(entry.get("role") or "user").strip().lower()
+        content = entry.get("content")
+        if content is not None and content != "":
+            self.text(role, _tool_content(content))
+            return
+        name = entry.get("tool_name")
+        if not isinstance(name, str) or not name:
+            return
+        raw_id = entry.get("tool_call_id")
+        call_id = _safe(raw_id, 128) if isinstance(raw_id, str) and raw_id else None
+        if role == "assistant":
+            self._tool_use(call_id, _safe(name, 64) or "tool", entry.get("tool_input"))
+        else:
+            meta = entry.get("metadata")
+            failed = isinstance(meta, Mapping) and meta.get("is_error") is True
+            self._tool_result(call_id, name, entry.get("tool_output"), failed)
+
+    def _tool_use(self, call_id: str | None, name: str, tool_input: object) -> None:
+        if call_id is None or call_id in self.seen_ids:
+            self.generated += 1
+            call_id = f"toolu_asm_{self.generated}"
+        self.seen_ids.add(call_id)
+        params = dict(tool_input) if isinstance(tool_input, Mapping) else {}
+        self._add("assistant", {"type": "tool_use", "id": call_id, "name": name, "input": params})
+        self.open[call_id] = name
+
+    def _tool_result(self, call_id: str | None, name: str, output: object, failed: bool) -> None:
+        match = call_id if call_id in self.open else None
+        if match is None and call_id is None:
+            match = next((i for i, n in self.open.items() if n == _safe(name, 64)), None)
+        printed = "" if output is None else _tool_content(output)
+        if match is None:
+            self.text("user", f"tool_result({call_id or 'unknown'}): {name} {printed}".rstrip())
+            return
+        del self.open[match]
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": match}
+        if printed:
+            block["content"] = printed
+        if failed:
+            block["is_error"] = True
+        self._results([block])
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The turns; a turn of text only has its text as ``content`` (a string)."""
+        out: list[dict[str, Any]] = []
+        for turn in self.turns:
+            blocks = turn["content"]
+            if len(blocks) == 1 and blocks[0]["type"] == "text":
+                out.append({"role": turn["role"], "content": blocks[0]["text"]})
+            else:
+                out.append({"role": turn["role"], "content": blocks})
+        return out
 
 
 def build_request(
@@ -332,35 +452,44 @@ def build_request(
     elif isinstance(session_system, str):
         system_parts.append(session_system)
 
-    entries: list[dict[str, str]] = []
+    turns = _Turns()
     transcript = context.session_context.get("transcript")
     if isinstance(transcript, list):
-        converted = (_transcript_entry(raw) for raw in transcript if isinstance(raw, Mapping))
-        entries.extend(entry for entry in converted if entry is not None)
-    entries.extend(dict(m) for m in context.messages)
-
-    messages: list[dict[str, Any]] = []
-    for entry in entries:
-        role, content = entry.get("role", "user"), entry.get("content", "")
-        if not content:
-            continue
-        if role in _SYSTEM_ROLES:
-            system_parts.append(content)
-            continue
-        if role not in _PASSTHROUGH_ROLES:
-            role = "user"
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += "\n\n" + content
-        else:
-            messages.append({"role": role, "content": content})
+        for raw in transcript:
+            if isinstance(raw, Mapping):
+                turns.entry(raw)
+    from_transcript = bool(turns.turns)
+    for message in context.messages:
+        role, content = message.get("role", "user"), message.get("content", "")
+        if content:
+            turns.text(role, content)
+    turns.close_open()
+    system_parts.extend(p for p in turns.system if p)
+    messages = turns.messages()
     if not any(m["role"] == "user" for m in messages):
         raise AsmError(
             ErrorCode.VALIDATION_ERROR,
             f"{NAME}: the run has no user message to send",
             {"field": "input.messages"},
         )
+    if from_transcript and messages[0]["role"] == "assistant":
+        messages.insert(0, {"role": "user", "content": _NO_EARLIER_TURNS})
     system = "\n\n".join(p for p in system_parts if p) or None
     return system, messages
+
+
+def _history_tools(messages: list[dict[str, Any]], registered: set[str]) -> list[str]:
+    """Names of the ``tool_use`` blocks in ``messages`` that no registered tool has."""
+    names: set[str] = set()
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, Mapping) and block.get("type") == "tool_use":
+                    name = block.get("name")
+                    if isinstance(name, str) and name not in registered:
+                        names.add(name)
+    return sorted(names)
 
 
 def _block_param(block: Any) -> dict[str, Any]:
@@ -654,8 +783,19 @@ class ClaudeProvider:
             params["stop_sequences"] = list(opts.stop_sequences)
         if opts.thinking is not None:
             params["thinking"] = dict(opts.thinking)
-        if self.tools:
-            params["tools"] = [spec.to_param() for spec in self.tools]
+        tools = [spec.to_param() for spec in self.tools]
+        # The API refuses tool_use/tool_result blocks (the transcript's) unless their tools are
+        # declared: declare the ones no longer registered, and with none registered forbid
+        # tool use outright.
+        history = _history_tools(messages, {spec.name for spec in self.tools})
+        tools += [
+            {"name": n, "description": HISTORY_TOOL_DESCRIPTION, "input_schema": {"type": "object"}}
+            for n in history
+        ]
+        if tools:
+            params["tools"] = tools
+        if history and not self.tools:
+            params["tool_choice"] = {"type": "none"}
         return params
 
     def _loop(

@@ -646,11 +646,28 @@ def test_system_prompt_opts_and_transcript_reach_the_request(fake: FakeAnthropic
     assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
     assert body["stop_sequences"] == ["STOP"]
     assert body["system"] == "You are terse.\n\nAnswer in French."
+    # the transcript as real turns: tool_use in the assistant turn, its tool_result (paired
+    # by tool name: the result has no id) heading the next user turn
     assert body["messages"] == [
         {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!\n\ntool_call(t1): add {}"},
-        {"role": "user", "content": "tool_result(unknown): add 3\n\nWeather?\n\nextra context"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hello!"},
+                {"type": "tool_use", "id": "t1", "name": "add", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "3"},
+                {"type": "text", "text": "Weather?\n\nextra context"},
+            ],
+        },
     ]
+    # the history's tool is declared (the API requires it) but cannot be called
+    assert [t["name"] for t in body["tools"]] == ["add"]
+    assert body["tool_choice"] == {"type": "none"}
     assert result.model == "claude-opus-x"  # the fake echoes the requested model
 
 

@@ -254,7 +254,9 @@ def test_completed_run_record_has_output_usage_and_provider_metadata(h: Harness)
         "provider": "echo",
         "provider_session_id": provider_session_id,
         "model": ECHO_MODEL,
+        "cost_supported": True,  # echo is free (runs.costs.ECHO_COST_RATES)
     }
+    assert stored.cost_usd == 0
     assert h.store.session_get(run.session_id).metadata == {
         "keep": "me",
         "provider": "echo",
@@ -279,7 +281,12 @@ def test_provider_metadata_merge_keeps_a_concurrent_session_change(h: Harness) -
     assert finished is not None
     assert finished.status == "completed"
     assert fake.calls[0].session_metadata == {"keep": "me"}
-    assert finished.metadata == {"provider": "fake", "provider_session_id": "ps-1", "model": "m-1"}
+    assert finished.metadata == {
+        "provider": "fake",
+        "provider_session_id": "ps-1",
+        "model": "m-1",
+        "cost_supported": True,  # no tokens used: costs 0 without rates
+    }
     assert h.store.session_get(run.session_id).metadata == {
         "keep": "me",
         "title": "renamed",

@@ -40,7 +40,8 @@ def _nothing_changed(session: Session, seq_before: int) -> None:
     [
         ({"input": 42}, "input"),
         ({"input": {"messages": []}}, "input"),
-        ({"input": "hi", "options": {"continuation": True}}, "options"),
+        ({"input": "hi", "options": {"bogus_option": True}}, "options"),
+        ({"input": "hi", "options": {"continuation": "always"}}, "options.continuation"),
         ({"input": "hi", "options": {"timeout_ms": 0}}, "options.timeout_ms"),
         ({"input": "hi", "options": {"max_attempts": True}}, "options.max_attempts"),
         ({"input": "hi", "options": {"adapter_opts": {"delay": 5}}}, "adapter_opts.delay"),
