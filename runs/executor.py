@@ -86,6 +86,7 @@ from runs.providers.base import (
     RunContext,
     input_messages,
     negotiate,
+    provider_session_id_for,
 )
 from runs.providers.registry import ProviderRegistry
 from sessions.workspaces.execution import RunWorkspace, workspace_run_finish, workspace_run_start
@@ -201,7 +202,7 @@ class RunExecutor:
             session_context=session_context,
             session_metadata=dict(session.metadata),
             timeout_ms=int(timeout_ms),
-            provider_session_id=_provider_session_id(session.metadata, name),
+            provider_session_id=provider_session_id_for(session.metadata, name),
             tool_guard=policy_tool_guard(policy),  # refuses denied tools before they run
         )
         started_data: dict[str, Any] = {"provider": name, "attempt": run.attempt}
@@ -588,19 +589,6 @@ def _session_context(context: Mapping[str, Any], run_metadata: Mapping[str, Any]
     if isinstance(prompt, str) and prompt and not out.get("system_prompt"):
         out["system_prompt"] = prompt
     return out
-
-
-def _provider_session_id(session_metadata: Mapping[str, Any], provider: str) -> str | None:
-    """The provider-side session (thread) id a run of ``provider`` may resume: the one an
-    earlier run of the SAME provider left in the session's metadata (``provider_session_ids``
-    by provider; the plain ``provider_session_id`` counts only when that provider wrote it)."""
-    ids = session_metadata.get("provider_session_ids")
-    if isinstance(ids, Mapping) and isinstance(ids.get(provider), str):
-        return str(ids[provider])
-    if session_metadata.get("provider") == provider:
-        value = session_metadata.get("provider_session_id")
-        return value if isinstance(value, str) else None
-    return None
 
 
 class _ProviderThreads:

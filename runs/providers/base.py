@@ -48,6 +48,7 @@ __all__ = [
     "input_messages",
     "negotiate",
     "parse_requirement",
+    "provider_session_id_for",
 ]
 
 
@@ -349,6 +350,19 @@ def input_messages(input: Mapping[str, Any]) -> list[dict[str, str]]:
 
 #: ``tool_guard(tool_name, tool_input)`` -> None (allowed) or the refusal reason.
 ToolGuard = Callable[[str, Mapping[str, Any]], "str | None"]
+
+
+def provider_session_id_for(session_metadata: Mapping[str, Any], provider: str) -> str | None:
+    """The provider-side session (thread) id a run of ``provider`` may resume: the one an
+    earlier run of the SAME provider left in the session's metadata (``provider_session_ids``
+    by provider; the plain ``provider_session_id`` counts only when that provider wrote it)."""
+    ids = session_metadata.get("provider_session_ids")
+    if isinstance(ids, Mapping) and isinstance(ids.get(provider), str):
+        return str(ids[provider])
+    if session_metadata.get("provider") == provider:
+        value = session_metadata.get("provider_session_id")
+        return value if isinstance(value, str) else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from runs.providers.base import (
     ProviderResult,
     RunContext,
     parse_requirement,
+    provider_session_id_for,
 )
 from runs.providers.registry import ProviderRegistry
 from runs.routing import (
@@ -75,17 +76,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["RouterProvider"]
 
 _USAGE = EventType.TOKEN_USAGE_UPDATED.value
-
-
-def _session_id_for(session_metadata: Mapping[str, Any], provider: str) -> str | None:
-    """The provider-side session id an earlier run of ``provider`` left on the session."""
-    ids = session_metadata.get("provider_session_ids")
-    if isinstance(ids, Mapping) and isinstance(ids.get(provider), str):
-        return str(ids[provider])
-    if session_metadata.get("provider") == provider:
-        value = session_metadata.get("provider_session_id")
-        return value if isinstance(value, str) else None
-    return None
 
 
 class RouterProvider:
@@ -257,7 +247,7 @@ class RouterProvider:
             child = dataclasses.replace(
                 context,
                 options=child_options,
-                provider_session_id=_session_id_for(context.session_metadata, name),
+                provider_session_id=provider_session_id_for(context.session_metadata, name),
             )
             record: dict[str, Any] = {"provider": name, "attempt": k}
             attempts.append(record)
