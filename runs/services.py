@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from asm_core.errors import AsmError, run_not_found, session_not_found
@@ -301,7 +301,7 @@ def run_submit(
                 )
             if session.status == SessionStatus.PENDING:
                 session_activate(session_id=session_id, actor=actor)
-            queued = Run.objects.filter(session_id=session_id, status=RunStatus.PENDING).count()
+            queued = _pending_count(session_id)
             if queued >= settings.ASM_MAX_QUEUED_RUNS:
                 raise AsmError(
                     "max_runs_exceeded",
@@ -439,3 +439,16 @@ def run_once(
         "policy": run.metadata.get("policy"),
         "routing": run.metadata.get("routing"),
     }
+
+
+_PENDING_SQL = (
+    f"SELECT COUNT(*) FROM {Run._meta.db_table} WHERE session_id = %s AND status = 'pending'"  # noqa: S608
+)
+
+
+def _pending_count(session_id: uuid.UUID) -> int:
+    """The session's pending runs (hand-written: once per submit)."""
+    conn = connections[router.db_for_read(Run)]
+    with conn.cursor() as cursor:
+        cursor.execute(_PENDING_SQL, [Run._meta.pk.get_db_prep_value(session_id, conn)])
+        return int(cursor.fetchone()[0])
