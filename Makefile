@@ -7,7 +7,7 @@ PYTHON3 ?= python3
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv install install-dev migrate run worker beat test lint typecheck imports check bench \
+.PHONY: help venv install install-dev migrate run worker beat test lint typecheck imports check bench examples \
 	superuser clean
 
 help: ## list the targets
@@ -71,6 +71,11 @@ imports: install-dev ## import-linter contracts
 	$(VENV)/bin/lint-imports
 
 check: lint typecheck imports test ## everything CI checks
+
+# Every examples/*.py against the embedded default (echo, a throwaway SQLite database);
+# EXAMPLE_ARGS="--provider claude" runs them against a live provider instead.
+examples: install ## run every example in examples/ (embedded echo by default)
+	$(PY) examples/run_all.py $(EXAMPLE_ARGS)
 
 bench: install ## run every bench/*.py (needs DATABASE_URL)
 	@test -n "$$DATABASE_URL" || { echo "make bench needs DATABASE_URL (a PostgreSQL URL)" >&2; exit 1; }

@@ -45,6 +45,7 @@ from sessions.api import (
     SessionPauseApi,
     SessionResumeApi,
 )
+from sessions.audit_api import AuditListApi
 from sessions.continuity_api import SessionCompactApi, SessionForkApi
 
 
@@ -99,6 +100,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("agents", AgentsRoute.as_view(), name="agent-list"),
     path("agents/<path:agent_id>", AgentRoute.as_view(), name="agent-detail"),
     path("usage", UsageApi.as_view(), name="usage"),
+    path("audit", AuditListApi.as_view(), name="audit-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^(?P<unmatched>.*)$", api_not_found, name="api-not-found"),

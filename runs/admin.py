@@ -32,6 +32,7 @@ from runs.bootstrap import provider_health, provider_registry
 from runs.health import provider_health_list, provider_health_reset
 from runs.models import Run
 from runs.services import run_cancel
+from sessions.audit import audit_record
 
 
 def run_duration(run: Run) -> timedelta | None:
@@ -135,8 +136,17 @@ class RunAdmin(admin.ModelAdmin[Run]):
                 provider_health_reset(provider_registry(), provider_health(), name)
             except AsmError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
+                outcome = exc.code
             else:
                 self.message_user(request, f"Health of {name!r} reset.", messages.SUCCESS)
+                outcome = "ok"
+            audit_record(
+                action="provider.health_reset",
+                actor=request.user,
+                object_type="provider",
+                object_id=name,
+                outcome=outcome,
+            )
             return HttpResponseRedirect(request.path)
         health = provider_health()
         context = {

@@ -64,6 +64,7 @@ from asm_core.event_types import TERMINAL_RUN_EVENT_TYPES, EventType
 from asm_core.records import NewEvent, RunRecord
 from asm_core.store import SessionStore
 from asm_core.usage import merge_token_usage
+from asm_project.logging import log_context
 from runs.continuation import continuation_for_run
 from runs.costs import ECHO_COST_RATES, run_cost
 from runs.policies import (
@@ -153,8 +154,13 @@ class RunExecutor:
     def execute(self, run: RunRecord, *, claimed: bool = False) -> RunRecord | None:
         """Execute a run this owner has claimed; return its final record (None if fenced).
 
-        ``claimed``: the record comes straight from this owner's ``run_claim_next``.
+        ``claimed``: the record comes straight from this owner's ``run_claim_next``. Log
+        records written meanwhile carry the run's ids (`asm_project.logging.log_context`).
         """
+        with log_context(session_id=run.session_id, run_id=run.id, provider=run.provider):
+            return self._execute(run, claimed=claimed)
+
+    def _execute(self, run: RunRecord, *, claimed: bool) -> RunRecord | None:
         started = self.clock()
         if not claimed and not self.store.run_renew_lease(
             run.id, attempt=run.attempt, owner=self.owner, lease_ms=self.config.lease_ms

@@ -14,6 +14,9 @@ Invariants:
 - Cancel: a pending run ends `cancelled` at once with `run_cancelled` and never reaches a
   provider; a running run gets `cancel_requested_at` and, on commit, a cancel signal its
   worker polls; the executor then ends it `cancelled`. A terminal run is left unchanged.
+- Submit and cancel are audited (`sessions.audit.audited`); secrets in a run's input and
+  options are masked before they are stored (asm_core.redaction), so no provider, event or
+  API response sees them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from asm_core.lifecycle import (
     SessionStatus,
     check_run_transition,
 )
+from asm_project.logging import settings_redactor
 from events.models import Event
 from events.services import event_append
 from runs.bootstrap import provider_registry
@@ -49,6 +53,7 @@ from runs.policies import policy_parse, policy_sources, policy_stack
 from runs.providers.base import parse_requirement
 from runs.routing import ROUTER_NAME, routing_options_validate
 from sessions.agents import agent_manifest_for, agent_request_matches, agent_run_defaults
+from sessions.audit import audited
 from sessions.models import Session
 from sessions.services import (
     Actor,
@@ -125,8 +130,9 @@ def run_create(
     ``session_locked``: the caller holds the session's row lock in this transaction (so
     the session exists; `run_submit` does), which saves a query.
     """
-    payload = normalize_input(input)
-    opts = dict(options or {})
+    redactor = settings_redactor()  # secrets are never stored (docs/audit-and-logs.md)
+    payload = redactor.redact(normalize_input(input))
+    opts = redactor.redact(dict(options or {}))
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
         raise AsmError("validation_error", "max_attempts must be >= 1", {"field": "max_attempts"})
     if not session_locked and not Session.objects.filter(id=session_id).exists():
@@ -247,6 +253,12 @@ def _validate_routing(routing: object, provider: str) -> None:
     routing_options_validate(routing, registered=routable)
 
 
+@audited(
+    "run.submit",
+    "session",
+    "session_id",
+    result_detail=lambda c: {"run_id": str(c.run.id), "created": c.created},
+)
 def run_submit(
     *,
     session_id: uuid.UUID,
@@ -263,7 +275,7 @@ def run_submit(
     (`max_runs_exceeded`). Bad input or options change nothing. The session's agent
     manifest, if any, supplies defaults (`sessions.agents.agent_run_defaults`).
     """
-    payload = normalize_input(input)
+    payload = settings_redactor().redact(normalize_input(input))
     with transaction.atomic():
         session = session_lock(session_id)
         applied = agent_run_defaults(
@@ -324,6 +336,7 @@ def run_submit(
     return created
 
 
+@audited("run.cancel", "run", "run_id")
 def run_cancel(*, run_id: uuid.UUID, actor: Actor = None) -> Run:
     """Cancel a run: a pending one at once; a running one by signalling its worker.
 

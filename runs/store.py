@@ -31,6 +31,7 @@ from asm_core.records import (
     SessionRecord,
 )
 from asm_core.store import check_finish_status, valid_limit
+from asm_project.logging import settings_redactor
 from events import selectors as event_selectors
 from events import services as event_services
 from events.models import Event
@@ -272,8 +273,9 @@ class DjangoSessionStore:
             if run is None or run.status != RunStatus.RUNNING or run.attempt != attempt:
                 return None  # fenced: reaped, or finished by someone else
             run.status = status
-            run.output = output
-            run.error = error
+            redactor = settings_redactor()  # secrets are never stored (docs/audit-and-logs.md)
+            run.output = redactor.redact(output)
+            run.error = redactor.redact(error)
             run.token_usage = dict(token_usage)
             run.cost_usd = cost_usd
             run.metadata = {**run.metadata, **metadata}

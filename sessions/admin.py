@@ -13,6 +13,8 @@ Agent manifests are edited here with the same validation as `/api/v1/agents`; ow
 show the current window's spend and reservations (`runs.budgets.budget_status`). Saving
 either clears this process's cache (others follow within `ASM_AGENT_CACHE_S` /
 `ASM_BUDGET_CACHE_S`).
+
+The audit log (`AuditEntry`) is listed read-only: no add, change or delete.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from runs.admin import format_cost, format_duration, run_duration, run_total_tok
 from runs.models import Run
 from sessions import services
 from sessions.agents import AGENT_FIELDS, agent_cache_clear, agent_validate
-from sessions.models import Agent, Budget, Session
+from sessions.audit import AuditedBulkDeletesMixin
+from sessions.models import Agent, AuditEntry, Budget, Session
 
 LATEST_EVENTS = 50
 CONSOLE_HISTORY = 1000  # the console's timeline starts this many events before the latest
@@ -249,7 +252,7 @@ class AgentAdminForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin[Agent]):
+class AgentAdmin(AuditedBulkDeletesMixin, admin.ModelAdmin[Agent]):
     form = AgentAdminForm
     list_display = ("agent_id", "name", "version", "provider", "updated_at")
     search_fields = ("agent_id", "name", "description")
@@ -271,7 +274,7 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin[Budget]):
+class BudgetAdmin(AuditedBulkDeletesMixin, admin.ModelAdmin[Budget]):
     list_display = ("owner", "window", "max_tokens", "max_cost_usd", "on_exceed", "enabled")
     list_filter = ("window", "on_exceed", "enabled")
     search_fields = ("owner__username",)
@@ -297,3 +300,31 @@ class BudgetAdmin(admin.ModelAdmin[Budget]):
             f"{status['spent_tokens']:,} tokens, ${status['spent_cost_usd']}; reserved "
             f"{status['reserved_tokens']:,} tokens, ${status['reserved_cost_usd']}"
         )
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
+    """The audit log, read-only (append-only: no add, change or delete here)."""
+
+    list_display = ("created_at", "actor", "action", "object_type", "object_id", "outcome")
+    list_filter = ("action", "outcome", "object_type")
+    search_fields = ("=actor", "=object_id", "action")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "created_at",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "outcome",
+        "detail",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False

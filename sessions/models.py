@@ -1,5 +1,5 @@
 """The Session model (`last_sequence` is the per-session event counter), agent manifests
-(`Agent`) and owner budgets (`Budget`).
+(`Agent`), owner budgets (`Budget`) and the append-only audit log (`AuditEntry`).
 
 Invariant: `last_sequence` is written only by `events.services` (one conditional
 `UPDATE ... RETURNING` per append or batch), never by a model save of the whole row; every
@@ -9,6 +9,7 @@ other write to a session updates named fields, so a concurrent append is never u
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -148,3 +149,56 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.window} budget of user {self.owner_id}"
+
+
+class AuditQuerySet(models.QuerySet["AuditEntry"]):
+    """No bulk update or delete: the audit log is append-only."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise AuditImmutableError("audit entries cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AuditImmutableError("audit entries cannot be deleted")
+
+
+class AuditImmutableError(Exception):
+    """Raised on any attempt to change or remove an audit entry."""
+
+
+class AuditEntry(models.Model):
+    """One control action (sessions.audit): who did what to which object, when, and how it
+    ended (`ok` or an error code). Append-only: `save` refuses an existing row, `delete`
+    raises, and the manager has no update or delete path.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    # "user:<id>", "system", or a named system part (e.g. "command:asm_token").
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=200, blank=True, default="")
+    outcome = models.CharField(max_length=100, default="ok")  # "ok" or an error code
+    detail = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["actor", "-created_at"], name="audit_actor"),
+            models.Index(fields=["action", "-created_at"], name="audit_action"),
+            models.Index(fields=["object_type", "object_id"], name="audit_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditImmutableError("audit entries cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditImmutableError("audit entries cannot be deleted")

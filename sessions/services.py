@@ -8,7 +8,8 @@ Invariants:
 - The session row is locked (`select_for_update`) for the check-then-write, so two
   concurrent transitions cannot both pass the check.
 - Who acted is recorded in the event's metadata: `{"actor": "user:<id>"}` or
-  `{"actor": "system"}`.
+  `{"actor": "system"}`, and in the audit log (`sessions.audit.audited`: ok or error code).
+- Secrets in `context` and `metadata` are masked before they are stored (asm_core.redaction).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from django.utils import timezone
 from asm_core.errors import AsmError, default_message, session_not_found
 from asm_core.event_types import EventType
 from asm_core.lifecycle import SessionStatus, check_session_transition
+from asm_project.logging import settings_redactor
 from events.services import event_append
 from runs.dispatch import drain_enqueue
+from sessions.audit import audited
 from sessions.models import Session
 
 Actor = AbstractBaseUser | int | str | None
@@ -84,6 +87,7 @@ def _validate_create(
     )
 
 
+@audited("session.create", "session", "session_id", lambda s: s.id)
 def session_create(
     *,
     agent_id: str,
@@ -97,6 +101,8 @@ def session_create(
 ) -> Session:
     """Create a `pending` session and its `session_created` event."""
     agent, ctx, meta, tag_list = _validate_create(agent_id, context, metadata, tags)
+    redactor = settings_redactor()  # secrets are never stored (docs/audit-and-logs.md)
+    ctx, meta = redactor.redact(ctx), redactor.redact(meta)
     with transaction.atomic():
         if (
             parent_session_id is not None
@@ -159,6 +165,7 @@ def _transition(
     return session
 
 
+@audited("session.activate", "session", "session_id")
 def session_activate(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """pending -> active (`session_started`)."""
     return _transition(
@@ -171,11 +178,13 @@ def session_activate(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     )
 
 
+@audited("session.pause", "session", "session_id")
 def session_pause(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """active -> paused (`session_paused`)."""
     return _transition(session_id, SessionStatus.PAUSED, EventType.SESSION_PAUSED, {}, actor)
 
 
+@audited("session.resume", "session", "session_id")
 def session_resume(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """paused -> active (`session_resumed`); its queued runs get a drain (on commit)."""
     with transaction.atomic():
@@ -190,11 +199,13 @@ def session_resume(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
         )
 
 
+@audited("session.complete", "session", "session_id")
 def session_complete(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """active|paused -> completed (`session_completed`)."""
     return _transition(session_id, SessionStatus.COMPLETED, EventType.SESSION_COMPLETED, {}, actor)
 
 
+@audited("session.fail", "session", "session_id")
 def session_fail(
     *,
     session_id: uuid.UUID,
@@ -208,6 +219,7 @@ def session_fail(
     return _transition(session_id, SessionStatus.FAILED, EventType.SESSION_FAILED, data, actor)
 
 
+@audited("session.cancel", "session", "session_id")
 def session_cancel(*, session_id: uuid.UUID, actor: Actor = None) -> Session:
     """active|paused -> cancelled (`session_cancelled`)."""
     return _transition(session_id, SessionStatus.CANCELLED, EventType.SESSION_CANCELLED, {}, actor)

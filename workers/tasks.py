@@ -14,6 +14,8 @@ import uuid
 
 from celery import Task, shared_task
 
+from asm_project.logging import log_context
+
 
 def worker_id(task: Task) -> str:  # type: ignore[type-arg]
     host = task.request.hostname or "local"
@@ -24,7 +26,8 @@ def worker_id(task: Task) -> str:  # type: ignore[type-arg]
 def session_drain_task(self: Task, session_id: str) -> None:  # type: ignore[type-arg]
     from runs.scheduling import session_drain
 
-    session_drain(session_id=uuid.UUID(session_id), worker_id=worker_id(self))
+    with log_context(session_id=session_id, task_id=self.request.id):
+        session_drain(session_id=uuid.UUID(session_id), worker_id=worker_id(self))
 
 
 @shared_task(name="workers.run_reap_stale", acks_late=True)

@@ -355,10 +355,37 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Logs (docs/audit-and-logs.md): `json` (one object per line, with session_id, run_id,
+# task_id and provider bound) or `text`; json by default when DEBUG is off. Secrets are
+# redacted from every record (built-in key shapes, the configured provider keys, and the
+# regular expressions in ASM_REDACT_PATTERNS, which also apply to stored events).
+ASM_LOG_FORMAT: str = env.str("ASM_LOG_FORMAT", default="text" if DEBUG else "json")
+if ASM_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("ASM_LOG_FORMAT must be 'json' or 'text'")
+ASM_REDACT_PATTERNS: list[str] = env.list("ASM_REDACT_PATTERNS", default=[])
+# Audit log of control actions (sessions.audit); off only for benchmarks.
+ASM_AUDIT_ENABLED: bool = env.bool("ASM_AUDIT_ENABLED", default=True)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "asm_project.logging.ContextFilter"},
+        "redact": {"()": "asm_project.logging.RedactFilter"},
+    },
+    "formatters": {
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [session=%(session_id)s "
+            "run=%(run_id)s] %(message)s"
+        },
+        "json": {"()": "asm_project.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": ASM_LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("ASM_LOG_LEVEL", default="INFO")},
 }

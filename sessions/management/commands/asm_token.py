@@ -2,7 +2,8 @@
 
 The token is created when the user has none (DRF's authtoken); with `--create-user` the
 user is created too (with an unusable password: the token is how it signs in to the API).
-Use it as `Authorization: Bearer <token>` (docs/api.md).
+Use it as `Authorization: Bearer <token>` (docs/api.md). A new token is audited
+(`token.create`, sessions.audit).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
+
+from sessions.audit import audit_record
 
 
 class Command(BaseCommand):
@@ -40,5 +43,13 @@ class Command(BaseCommand):
                 user = users.objects.create_user(**{users.USERNAME_FIELD: username})
                 user.set_unusable_password()
                 user.save(update_fields=["password"])
-            token, _ = Token.objects.get_or_create(user=user)
+            token, created = Token.objects.get_or_create(user=user)
+            if created:
+                audit_record(
+                    action="token.create",
+                    actor="command:asm_token",
+                    object_type="user",
+                    object_id=user.pk,
+                    detail={"username": username, "user_created": bool(options["create_user"])},
+                )
         self.stdout.write(token.key)

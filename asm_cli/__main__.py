@@ -1,0 +1,5 @@
+"""`python -m asm_cli`: the same as the `asm` console script."""
+
+from asm_cli.app import main
+
+main()
