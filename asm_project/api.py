@@ -25,7 +25,8 @@ import django_stubs_ext
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.exceptions import MethodNotAllowed, NotAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -125,6 +126,29 @@ def enum_choices(enum: type[Enum]) -> list[tuple[str, str]]:
 
 
 _PAGINATED: dict[str, type[serializers.Serializer[Any]]] = {}
+
+
+def page_parameters(*, default_size: int = 50, newest_first: bool = True) -> list[OpenApiParameter]:
+    """The query parameters of a cursor-paginated list: `cursor`, `page_size` and, for lists
+    that default to newest first, `ordering`."""
+    from asm_project.pagination import CreatedCursorPagination
+
+    params = [
+        OpenApiParameter("cursor", OpenApiTypes.STR, description="Page cursor (opaque)."),
+        OpenApiParameter(
+            "page_size", OpenApiTypes.INT, description=f"1-500, default {default_size}."
+        ),
+    ]
+    if newest_first:
+        params.append(
+            OpenApiParameter(
+                "ordering",
+                OpenApiTypes.STR,
+                enum=list(CreatedCursorPagination.ordering_choices),
+                description="`-created_at` (default, newest first) or `created_at`.",
+            )
+        )
+    return params
 
 
 def paginated(

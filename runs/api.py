@@ -26,6 +26,7 @@ from asm_project.api import (
     enum_choices,
     error_responses,
     json_storable,
+    page_parameters,
     paginated,
     request_user,
 )
@@ -115,8 +116,7 @@ class RunListApi(APIView):
         description="Oldest first; cursor-paginated (follow `next`).",
         parameters=[
             SESSION_PATH_PARAM,
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="Page cursor (opaque)."),
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-500, default 100."),
+            *page_parameters(default_size=100, newest_first=False),
         ],
         responses={200: paginated(RunOutputSerializer, "PaginatedRunList")}
         | error_responses(400, 404),

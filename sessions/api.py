@@ -28,6 +28,7 @@ from asm_project.api import (
     enum_choices,
     error_responses,
     json_storable,
+    page_parameters,
     paginated,
     request_user,
 )
@@ -124,14 +125,7 @@ class SessionListApi(APIView):
             OpenApiParameter("status", OpenApiTypes.STR, enum=[s.value for s in SessionStatus]),
             OpenApiParameter("agent_id", OpenApiTypes.STR),
             OpenApiParameter("tag", OpenApiTypes.STR, description="Sessions with this tag."),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="Page cursor (opaque)."),
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-500, default 50."),
-            OpenApiParameter(
-                "ordering",
-                OpenApiTypes.STR,
-                enum=list(CreatedCursorPagination.ordering_choices),
-                description="`-created_at` (default, newest first) or `created_at`.",
-            ),
+            *page_parameters(),
         ],
         responses={200: paginated(SessionOutputSerializer, "PaginatedSessionList")}
         | error_responses(400),

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from asm_project.api import error_responses, paginated, request_user
+from asm_project.api import error_responses, page_parameters, paginated, request_user
 from asm_project.pagination import CreatedCursorPagination
 from sessions.audit import audit_list
 
@@ -61,14 +61,7 @@ class AuditListApi(APIView):
             OpenApiParameter("object_type", OpenApiTypes.STR, description="e.g. `run`."),
             OpenApiParameter("object", OpenApiTypes.STR, description="The object's id."),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="Inclusive lower bound."),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="Page cursor (opaque)."),
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-500, default 50."),
-            OpenApiParameter(
-                "ordering",
-                OpenApiTypes.STR,
-                enum=list(CreatedCursorPagination.ordering_choices),
-                description="`-created_at` (default, newest first) or `created_at`.",
-            ),
+            *page_parameters(),
         ],
         responses={200: paginated(AuditEntrySerializer, "PaginatedAuditList")}
         | error_responses(400, 403),
