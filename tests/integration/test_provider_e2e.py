@@ -43,6 +43,7 @@ from tests.fakes import anthropic_server as fa
 from tests.fakes import responses_server as fr
 from tests.integration.asgi_server import AsgiServer
 from tests.integration.celery_workers import WorkerPool, use_pool, worker_pool
+from tests.tools import tool_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -245,7 +246,7 @@ def test_claude_end_to_end(web: AsgiServer, workers: WorkerPool, fakes: Fakes) -
 
 def test_claude_code_end_to_end(web: AsgiServer, workers: WorkerPool, fakes: Fakes) -> None:
     if claude_code_binary() is None:
-        pytest.skip("the Claude Code CLI is not installed (pip install claude-agent-sdk)")
+        tool_missing("the Claude Code CLI is not installed (pip install claude-agent-sdk)")
     fakes.claude_code.script(fa.text_turn("Hello from the fake Claude Code"))
     run, seen = go(web, "claude_code", "say hello", workers)
     assert run["output"]["content"] == "Hello from the fake Claude Code"
@@ -254,7 +255,7 @@ def test_claude_code_end_to_end(web: AsgiServer, workers: WorkerPool, fakes: Fak
 
 def test_codex_end_to_end(web: AsgiServer, workers: WorkerPool, fakes: Fakes) -> None:
     if not CODEX_BIN.exists() and not shutil.which("codex"):
-        pytest.skip("the codex CLI is not installed (npm ci)")
+        tool_missing("the codex CLI is not installed (npm ci)")
     fakes.codex.script(fr.message_turn("Hello from the fake Codex"))
     run, seen = go(web, "codex", "say hello", workers)
     assert run["output"]["content"] == "Hello from the fake Codex"

@@ -36,6 +36,7 @@ from tests.fakes.responses_server import (
     response_turn,
     web_search_item,
 )
+from tests.tools import tool_missing
 
 BINARY = Path(__file__).resolve().parents[3] / "node_modules" / ".bin" / "codex"
 
@@ -67,7 +68,9 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture
 def provider(fake: FakeResponses, tmp_path: Path) -> CodexProvider:
     if not BINARY.is_file():
-        pytest.skip(f"codex CLI not installed ({BINARY} missing): run `npm ci` in the project root")
+        tool_missing(
+            f"codex CLI not installed ({BINARY} missing): run `npm ci` in the project root"
+        )
     return CodexProvider(
         binary=str(BINARY),
         codex_home=tmp_path / "codex-home",
