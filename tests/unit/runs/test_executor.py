@@ -36,6 +36,7 @@ from runs.providers.base import (
 )
 from runs.providers.echo import ECHO_MODEL, EchoProvider
 from runs.providers.registry import ProviderRegistry
+from tests.fakes.scripted_provider import FakeProvider, ok
 
 OWNER = "w1"
 TERMINAL = frozenset(t.value for t in TERMINAL_RUN_EVENT_TYPES)
@@ -67,48 +68,6 @@ class CountingStore(InMemorySessionStore):
     ) -> list[EventRecord]:
         self.appends.append((time.monotonic(), [str(e.type) for e in events]))
         return super().event_append_many(session_id, events)
-
-
-Script = Callable[[RunContext, Emit, CancelToken], ProviderResult]
-
-
-def ok(**fields: Any) -> ProviderResult:
-    fields.setdefault("output", {"content": "ok"})
-    fields.setdefault("token_usage", {})
-    return ProviderResult(**fields)
-
-
-class FakeProvider:
-    """A Provider whose `execute` runs `script`; records calls and cancels."""
-
-    def __init__(
-        self,
-        script: Script | None = None,
-        *,
-        name: str = "fake",
-        capabilities: Sequence[Capability] = (),
-    ) -> None:
-        self.name = name
-        self._script: Script = script or (lambda _ctx, _emit, _token: ok())
-        self._capabilities = list(capabilities)
-        self.calls: list[RunContext] = []
-        self.cancelled: list[uuid.UUID] = []
-
-    def capabilities(self) -> list[Capability]:
-        return list(self._capabilities)
-
-    def execute(self, context: RunContext, emit: Emit, cancel_token: CancelToken) -> ProviderResult:
-        self.calls.append(context)
-        return self._script(context, emit, cancel_token)
-
-    def cancel(self, run_id: uuid.UUID) -> None:
-        self.cancelled.append(run_id)
-
-    def validate_config(self) -> None:
-        return None
-
-    def validate_adapter_opts(self, opts: Mapping[str, Any] | None) -> None:
-        return None
 
 
 def chunk(emit: Emit, text: str) -> None:

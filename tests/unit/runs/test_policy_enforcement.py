@@ -2,7 +2,7 @@
 
 Real collaborators: `InMemorySessionStore`, `ProviderRegistry`, `EchoProvider`, and the real
 `ClaudeProvider` against `FakeAnthropic` (the Messages API wire format, served locally). Small
-fakes: `ScriptedProvider` (runs a per-test script; records cancels and contexts).
+fakes: `FakeProvider` (runs a per-test script; records cancels and contexts).
 
 Pinned here: the seed's policy tests through the executor (cancel mode -> `failed` with
 `policy_violation`, the provider told to cancel, the violation stored right after its trigger;
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from asm_core.records import EventRecord, RunRecord, SessionRecord
 from events.selectors import latest_sequence
 from runs.executor import AgentPolicyLookup, ExecutorConfig, RunExecutor
 from runs.models import Run
-from runs.providers.base import CancelToken, Capability, Emit, ProviderResult, RunContext
+from runs.providers.base import CancelToken, Emit, ProviderResult, RunContext
 from runs.providers.claude import ClaudeProvider
 from runs.providers.echo import ECHO_MODEL, EchoProvider
 from runs.providers.registry import ProviderRegistry
@@ -38,6 +37,7 @@ from runs.services import run_submit
 from sessions.agents import agent_create
 from sessions.services import session_create
 from tests.fakes.anthropic_server import FakeAnthropic, hang_turn, text_turn, tool_use_turn
+from tests.fakes.scripted_provider import FakeProvider, ok
 
 OWNER = "w1"
 HERE = __name__
@@ -73,39 +73,6 @@ def _clear_calls() -> None:
 
 
 # --------------------------------------------------------------------------- fakes
-Script = Callable[[RunContext, Emit, CancelToken], ProviderResult]
-
-
-def ok(**fields: Any) -> ProviderResult:
-    fields.setdefault("output", {"content": "ok"})
-    fields.setdefault("token_usage", {})
-    return ProviderResult(**fields)
-
-
-class ScriptedProvider:
-    """A Provider whose `execute` runs `script`; records contexts and cancels."""
-
-    def __init__(self, script: Script, *, name: str = "fake") -> None:
-        self.name = name
-        self._script = script
-        self.calls: list[RunContext] = []
-        self.cancelled: list[uuid.UUID] = []
-
-    def capabilities(self) -> list[Capability]:
-        return []
-
-    def execute(self, context: RunContext, emit: Emit, cancel_token: CancelToken) -> ProviderResult:
-        self.calls.append(context)
-        return self._script(context, emit, cancel_token)
-
-    def cancel(self, run_id: uuid.UUID) -> None:
-        self.cancelled.append(run_id)
-
-    def validate_config(self) -> None:
-        return None
-
-    def validate_adapter_opts(self, opts: Mapping[str, Any] | None) -> None:
-        return None
 
 
 def bash_call(emit: Emit) -> None:
@@ -196,7 +163,7 @@ def test_cancel_mode_denied_tool_fails_the_run_even_when_the_provider_returns_ok
         time.sleep(0.1)  # the supervisor takes the event and decides meanwhile
         return ok()
 
-    fake = ScriptedProvider(script)
+    fake = FakeProvider(script)
     run = h.claimed_run(
         provider="fake", options=policy(name="no-bash", tool_rules={"deny": ["bash"]})
     )
@@ -233,7 +200,7 @@ def test_warn_mode_denied_tool_completes_with_the_policy_summary(h: Harness) -> 
         time.sleep(0.05)
         return ok()
 
-    fake = ScriptedProvider(script)
+    fake = FakeProvider(script)
     run = h.claimed_run(
         provider="fake", options=policy(tool_rules={"deny": ["bash"]}, on_violation="warn")
     )
@@ -255,7 +222,7 @@ def test_token_breach_fails_the_run(h: Harness) -> None:
         return ok()
 
     run = h.claimed_run(provider="fake", options=policy(limits={"max_total_tokens": 5}))
-    finished = h.execute(run, ScriptedProvider(script))
+    finished = h.execute(run, FakeProvider(script))
     assert finished.status == "failed"
     assert finished.error is not None
     assert finished.error["code"] == "policy_violation"
@@ -316,7 +283,7 @@ def test_exactly_one_violation_per_breached_limit(h: Harness) -> None:
 
 def test_usage_known_only_from_the_result_is_still_judged(h: Harness) -> None:
     usage = {"input_tokens": 50, "output_tokens": 50}
-    fake = ScriptedProvider(lambda _c, _e, _t: ok(token_usage=usage))
+    fake = FakeProvider(lambda _c, _e, _t: ok(token_usage=usage))
     run = h.claimed_run(provider="fake", options=policy(limits={"max_total_tokens": 10}))
     finished = h.execute(run, fake)
     assert finished.status == "failed"
@@ -338,7 +305,7 @@ def test_a_silent_provider_is_stopped_at_max_duration(h: Harness, provider: str)
         options["adapter_opts"] = {"hang": True}  # replies, then goes quiet
     run = h.claimed_run(provider=provider if provider == "echo" else "fake", options=options)
     t0 = time.monotonic()
-    finished = h.execute(run, ScriptedProvider(silent))
+    finished = h.execute(run, FakeProvider(silent))
     took = time.monotonic() - t0
 
     assert 0.3 <= took <= 1.3
@@ -439,7 +406,7 @@ def test_the_layers_stack_default_agent_session_run(h: Harness) -> None:
         agent_id="coder",
     )
     agents = {"coder": {"name": "coder", "tool_rules": {"allow": ["curl", "rm", "ls"]}}}
-    finished = h.execute(run, ScriptedProvider(script), config=config, agent_policy=agents.get)
+    finished = h.execute(run, FakeProvider(script), config=config, agent_policy=agents.get)
 
     assert finished.status == "completed"  # warn: the run's own choice, nobody said cancel
     summary = finished.metadata["policy"]
@@ -467,7 +434,7 @@ def test_no_policy_leaves_the_run_untouched(h: Harness) -> None:
         return ok()
 
     run = h.claimed_run(provider="fake", session_context={"policy": {"name": "nothing"}})
-    finished = h.execute(run, ScriptedProvider(script))
+    finished = h.execute(run, FakeProvider(script))
     assert finished.status == "completed"
     assert "policy" not in finished.metadata
     assert seen[0].tool_guard is None
@@ -475,7 +442,7 @@ def test_no_policy_leaves_the_run_untouched(h: Harness) -> None:
 
 
 def test_an_invalid_session_policy_fails_the_run_before_the_provider(h: Harness) -> None:
-    fake = ScriptedProvider(lambda _c, _e, _t: ok())
+    fake = FakeProvider(lambda _c, _e, _t: ok())
     run = h.claimed_run(provider="fake", session_context={"policy": {"limits": {"max_x": 1}}})
     finished = h.execute(run, fake)
     assert finished.status == "failed"
