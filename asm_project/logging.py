@@ -82,11 +82,11 @@ def settings_redactor() -> Redactor:
     global _CACHED
     from django.conf import settings
 
-    config = getattr(settings, "ASM_PROVIDER_CONFIG", None) or {}
+    config = getattr(settings, "ASM_PROVIDER_CONFIG", None)
     key = (
         *(os.environ.get(name) for name in _SECRET_ENV),
         getattr(settings, "ASM_METRICS_TOKEN", None),
-        id(config),
+        id(config) if config else None,  # not `or {}`: a fresh dict's id would never match
         tuple(getattr(settings, "ASM_REDACT_PATTERNS", ()) or ()),
     )
     cached = _CACHED

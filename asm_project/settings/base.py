@@ -131,6 +131,11 @@ def _database_config() -> dict[str, Any]:
         if config["ENGINE"] == "django.db.backends.postgresql":
             config["CONN_MAX_AGE"] = env.int("ASM_DB_CONN_MAX_AGE", default=60)
             config["CONN_HEALTH_CHECKS"] = True
+            # Run the event append statement as a server-side prepared statement
+            # (docs/event-store.md; Django's own queries stay unprepared). Set false behind
+            # a pooler in transaction mode that cannot keep prepared statements.
+            prepared = env.bool("ASM_DB_PREPARED_STATEMENTS", default=True)
+            config.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if prepared else None
         return config
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     return {

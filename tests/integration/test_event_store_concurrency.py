@@ -111,3 +111,27 @@ def test_a_held_session_counter_blocks_only_that_session():
     assert results["busy"] >= released_at
     assert latest_sequence(session_id=busy.id) == 2
     assert latest_sequence(session_id=free.id) == 1
+
+
+def test_the_append_statement_is_prepared_once_per_connection_and_keeps_its_errors():
+    """The hot append statement runs as a server-side prepared statement (events.services
+    `_pg_prepared`): planned once per connection, not per append, and a stored id still
+    comes back through Django's IntegrityError path (the deduplicated read-back)."""
+    session = _bare_session()
+    fixed = uuid.uuid4()
+    for _ in range(3):
+        event_append(session_id=session.id, type="run_started")
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["WITH c AS (UPDATE %"],
+        )
+        assert cur.fetchone()[0] == 1
+    first = event_append(session_id=session.id, type="run_started", event_id=fixed)
+    again = event_append(session_id=session.id, type="run_started", event_id=fixed)
+    assert (again.id, again.sequence_number) == (first.id, first.sequence_number) == (fixed, 4)
+    with transaction.atomic():  # inside a caller's transaction too (savepoint path)
+        again = event_append(session_id=session.id, type="run_started", event_id=fixed)
+        later = event_append(session_id=session.id, type="run_started")
+    assert again.sequence_number == 4 and later.sequence_number == 5
+    assert latest_sequence(session_id=session.id) == 5

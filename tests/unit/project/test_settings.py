@@ -60,6 +60,16 @@ def test_urls_select_postgres_and_redis():
     assert cfg["cache"].endswith("RedisCache")
     assert cfg["layer"] == "channels_redis.core.RedisChannelLayer"
     assert cfg["broker"] == "redis://cache.example:6379/0"
+    # only the event append statement is prepared (Django's cursors bind client-side)
+    assert cfg["options"]["prepare_threshold"] == 5
+
+
+def test_prepared_statements_can_be_turned_off_for_poolers():
+    out = _run(
+        {"DATABASE_URL": "postgres://u:p@db.example:5432/asm", "ASM_DB_PREPARED_STATEMENTS": "0"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["options"]["prepare_threshold"] is None
 
 
 def test_production_mode_without_required_settings_fails_with_a_clear_message():
