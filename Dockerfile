@@ -15,7 +15,8 @@ COPY sessions ./sessions
 COPY runs ./runs
 COPY events ./events
 COPY workers ./workers
-RUN pip wheel --wheel-dir /wheels .
+# the `otel` extra: spans go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+RUN pip wheel --wheel-dir /wheels '.[otel]'
 
 # ---------------------------------------------------------------- runtime
 FROM python:3.11-slim
@@ -33,7 +34,7 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin asm
 
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels asm && rm -rf /wheels
+RUN pip install --no-index --find-links=/wheels 'asm[otel]' && rm -rf /wheels
 
 # The sources too, first on the path (PYTHONPATH): the wheel carries no templates or static
 # files, and BASE_DIR (settings) is then /app, whose var/ is the one writable directory.

@@ -17,9 +17,10 @@ Invariants:
   int, an int field rejects a bool or a float, a bool field rejects ``0``/``1``.
 - ``validate_event`` returns the caller's dict unchanged (never the model dump), so what is
   stored is exactly what was emitted.
-- ``session_*`` types are session-scoped (``run_id`` null); ``events_pruned`` is recorded
-  at session level too, so its category is ``session`` (there is no separate
-  "maintenance" category).
+- ``session_*`` types are session-scoped (``run_id`` null). ``events_pruned`` is a log
+  maintenance event, so its category is ``session`` (there is no separate "maintenance"
+  category), but it carries the ``run_id`` of the run whose events it stands for, so
+  per-run readers see it in the gap's place.
 
 Catalogue (``*`` = required; other fields optional and nullable; "seed" = one of the 25
 seed types, "asm" = an asm addition; "never" = never emitted upstream):
@@ -39,8 +40,11 @@ session_compacted        session   compaction (asm)         summary*: str, from_
                                                             to_sequence*: int>=0, from <= to
 session_forked           session   session fork (asm)       source_session_id*: str,
                                                             at_sequence*: int>=0
-events_pruned            session   retention (asm)          from_sequence*, to_sequence*,
-                                                            count*: int>=0, from <= to
+events_pruned            session   retention (asm)          run_id*: str, from_sequence*,
+                                                            to_sequence*, pruned_count*:
+                                                            int>=0, from <= to,
+                                                            pruned_type*, reason*: str,
+                                                            stream: dict
 run_started              run       adapters; audit          model, agent_id, run_status: str
 run_completed            run       adapters; audit          stop_reason: str,
                                                             token_usage: dict
@@ -306,7 +310,17 @@ class SessionForkedPayload(EventPayload):
 
 
 class EventsPrunedPayload(_SequenceRange):
-    count: NonNegInt
+    """Retention's marker: it stands for events ``from_sequence..to_sequence`` (inclusive) of
+    run ``run_id`` and sits at ``to_sequence`` (docs/event-store.md, Retention). ``stream``
+    (optional) is what the pruned chunks contributed to the transcript: ``first_sequence``
+    (of the first non-empty chunk), ``metadata`` (their merged message metadata) and, when
+    no later event carries the assembled text, ``text``."""
+
+    run_id: str
+    pruned_count: NonNegInt
+    pruned_type: str
+    reason: str
+    stream: dict[str, Any] | None = None
 
 
 # run

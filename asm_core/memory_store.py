@@ -1,7 +1,9 @@
 """In-memory SessionStore: the core as a plain Python library (no database), and fast tests.
 
 Invariants: every mutation runs under one lock, so appends are atomic and sequence numbers
-dense per session; records handed out are copies, so callers can never mutate stored state.
+dense per session (retention's `event_prune_range` replaces a range by one marker at its
+last number under the same lock); records handed out are copies, so callers can never
+mutate stored state.
 It keeps the same rules as the ORM store (see `asm_core.store`), checked by the same
 contract suite.
 """
@@ -20,7 +22,15 @@ from typing import Any
 from asm_core.errors import AsmError, run_not_found, session_not_found
 from asm_core.event_types import validate_event
 from asm_core.records import EventRecord, NewEvent, RunRecord, SessionRecord, utcnow
-from asm_core.store import check_finish_status, type_filter, valid_cursor, valid_limit
+from asm_core.store import (
+    PRUNED_MARKER_TYPE,
+    check_finish_status,
+    marker_matches,
+    prune_range_check,
+    type_filter,
+    valid_cursor,
+    valid_limit,
+)
 
 
 class InMemorySessionStore:
@@ -172,10 +182,49 @@ class InMemorySessionStore:
             for e in log
             if (hi is None or e.sequence_number < hi)
             and (run_id is None or e.run_id == run_id)
-            and (wanted is None or e.type in wanted)
+            and _type_ok(e, wanted)
             and (since is None or e.timestamp >= since)
         ]
         return [copy.deepcopy(e) for e in (found[:n] if n else found)]
+
+    def event_prune_range(
+        self,
+        session_id: uuid.UUID,
+        *,
+        run_id: uuid.UUID,
+        from_sequence: int,
+        to_sequence: int,
+        data: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> EventRecord | None:
+        prune_range_check(run_id, from_sequence, to_sequence)
+        payload = validate_event(PRUNED_MARKER_TYPE, data)
+        with self._lock:
+            log = self._events.get(session_id, [])
+            lo = bisect.bisect_left(log, from_sequence, key=_sequence_of)
+            hi = bisect.bisect_right(log, to_sequence, key=_sequence_of)
+            doomed = log[lo:hi]
+            if len(doomed) != to_sequence - from_sequence + 1 or any(
+                e.type != "message_streamed" or e.run_id != run_id for e in doomed
+            ):
+                return None
+            last = doomed[-1]
+            marker = EventRecord(
+                id=uuid.uuid4(),
+                session_id=session_id,
+                run_id=run_id,
+                sequence_number=to_sequence,
+                type=PRUNED_MARKER_TYPE,
+                data=copy.deepcopy(dict(payload)),
+                metadata=copy.deepcopy(dict(metadata)),
+                provider=last.provider,
+                timestamp=last.timestamp,
+            )
+            log[lo:hi] = [marker]
+            for e in doomed:
+                del self._by_id[e.id]
+            self._by_id[marker.id] = marker
+            return copy.deepcopy(marker)
 
     def latest_sequence(self, session_id: uuid.UUID) -> int:
         with self._lock:
@@ -254,6 +303,16 @@ class InMemorySessionStore:
             run.ended_at = utcnow()
             run.lease_owner, run.lease_expires_at = "", None
             return copy.deepcopy(run)
+
+
+def _sequence_of(e: EventRecord) -> int:
+    return e.sequence_number
+
+
+def _type_ok(e: EventRecord, wanted: frozenset[str] | None) -> bool:
+    if wanted is None or e.type in wanted:
+        return True
+    return e.type == PRUNED_MARKER_TYPE and marker_matches(wanted, e.data)
 
 
 def _owned(run: RunRecord, attempt: int, owner: str) -> bool:

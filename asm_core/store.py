@@ -14,7 +14,22 @@ Invariants every implementation keeps (and the shared contract suite checks):
 - At most one `running` run per session and idempotency keys unique per session: a save
   that would break either raises (`invalid_operation` / `already_exists`).
 - `run_list` is oldest first (created_at, then id).
-- There is no delete: the log is append-only (retention is its own service).
+- There is no delete: the log is append-only. The one exception is retention
+  (`event_prune_range`, docs/event-store.md "Retention"): it replaces a contiguous range
+  a..b of a finished run's `message_streamed` chunks by ONE `events_pruned` marker that
+  takes the range's LAST number b, atomically; the counter never moves back, so no number is
+  ever given out again, and a reader walking with `after` meets the marker in the gap's
+  place (a cursor inside the range, a <= after < b, gets it too: it sits at b > after).
+- Type filters and markers: a `types` filter that names a pruned type (`message_streamed`)
+  also matches the markers that stand for events of that type (`marker_matches`), so a
+  reader of chunks is told about the chunks it will never get.
+- `event_prune_range(session_id, run_id=, from_sequence=a, to_sequence=b, data=,
+  metadata=)`: when every number a..b is a stored `message_streamed` event of `run_id`, it
+  deletes them and stores one `events_pruned` event (payload `data`, validated) with a new
+  id at number b, with that run id and the timestamp and provider of the chunk it replaces
+  at b, in one atomic step, and returns it; otherwise it changes nothing and returns None
+  (e.g. a concurrent pruner got there first). Which ranges to prune is decided by
+  `runs.retention`, not by the store.
 - Run ownership (for executing runs across processes): `run_claim_next` moves the oldest
   pending run of a session to `running` (attempt + 1, a lease for `owner`) and never while
   the session has a running run; `run_renew_lease` and `run_finish` act only while the run
@@ -80,6 +95,17 @@ class SessionStore(Protocol):
 
     def latest_sequence(self, session_id: uuid.UUID) -> int: ...
 
+    def event_prune_range(
+        self,
+        session_id: uuid.UUID,
+        *,
+        run_id: uuid.UUID,
+        from_sequence: int,
+        to_sequence: int,
+        data: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> EventRecord | None: ...
+
     def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None: ...
 
     def run_claim_next(
@@ -124,6 +150,25 @@ def valid_limit(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
+
+
+#: Event types retention may prune (each pruned range leaves an `events_pruned` marker).
+PRUNABLE_TYPES: frozenset[str] = frozenset({"message_streamed"})
+PRUNED_MARKER_TYPE = "events_pruned"
+
+
+def marker_matches(wanted: frozenset[str] | None, data: Mapping[str, Any]) -> bool:
+    """Whether an `events_pruned` marker passes a `types` filter: no filter, the marker type
+    itself, or the type of the events it stands for (`data.pruned_type`)."""
+    return wanted is None or PRUNED_MARKER_TYPE in wanted or data.get("pruned_type") in wanted
+
+
+def prune_range_check(run_id: uuid.UUID, from_sequence: int, to_sequence: int) -> None:
+    """`event_prune_range`'s argument rules (both stores): 1 <= from <= to."""
+    if not (isinstance(from_sequence, int) and isinstance(to_sequence, int)) or not (
+        1 <= from_sequence <= to_sequence
+    ):
+        raise ValueError(f"bad prune range {from_sequence}..{to_sequence} of run {run_id}")
 
 
 def type_filter(types: str | Iterable[str] | None) -> frozenset[str] | None:

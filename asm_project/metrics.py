@@ -4,7 +4,8 @@ Two kinds of metric, chosen so the numbers are right with any number of web and 
 processes on any number of machines:
 
 - **Fleet state, read from the database at scrape time** (`DatabaseCollector`): runs by
-  status and provider, queue depth, run durations, cost, sessions by status, events appended.
+  status and provider, queue depth, run durations, cost and tokens by provider and model,
+  sessions by status, events appended.
   The database is the one place that sees every process's work, so any web process answers
   the same, and nothing is lost when a worker dies or restarts (in-process counters would be
   per process and reset on restart; prometheus_client's multiprocess mode only covers the
@@ -23,10 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from decimal import Decimal
 
 from django.db import DatabaseError
 from django.db.models import (
@@ -129,37 +128,49 @@ class DatabaseCollector:
 
     def _families(self) -> Iterator[Metric]:
         from runs.models import Run
+        from runs.usage import TOKEN_KEYS, usage_by_provider_model
         from sessions.models import Session
 
-        # --- runs by status and provider (gauge), cost (counter)
+        # --- runs by status and provider (gauge)
         runs = GaugeMetricFamily(
             "asm_runs",
             "Runs by current status and provider (routed provider, else the requested one).",
             labels=["status", "provider"],
         )
-        cost = CounterMetricFamily(
-            "asm_run_cost_usd",
-            "Sum of cost_usd over all runs, by provider (runs without a cost count 0).",
-            labels=["provider"],
-        )
         counts: dict[tuple[str, str], int] = {}
-        costs: dict[str, Decimal] = defaultdict(Decimal)
         for row in (
             Run.objects.annotate(provider_label=_provider_label())
             .values("status", "provider_label")
-            .annotate(n=Count("id"), cost=Sum("cost_usd"))
+            .annotate(n=Count("id"))
             .order_by()
         ):
             counts[(row["status"], row["provider_label"])] = row["n"]
-            costs[row["provider_label"]] += row["cost"] or Decimal(0)
         providers = sorted({p for _, p in counts} or {""})
         for status in RunStatus:
             for provider in providers:  # zeros too, so a series does not vanish when it empties
                 runs.add_metric([status.value, provider], counts.get((status.value, provider), 0))
         yield runs
-        for provider in providers:
-            cost.add_metric([provider], float(costs[provider]))
+
+        # --- cost and tokens by provider and model (counters; runs.usage, one query)
+        cost = CounterMetricFamily(
+            "asm_run_cost_usd",
+            "Sum of cost_usd over all runs, by provider and model (metadata.model, '' when "
+            "unknown); runs without a cost count 0.",
+            labels=["provider", "model"],
+        )
+        tokens = CounterMetricFamily(
+            "asm_run_tokens",
+            "Tokens used by all runs, by provider, model and kind (input, output, "
+            "cache_read_input, cache_creation_input; total = input + output).",
+            labels=["provider", "model", "kind"],
+        )
+        for row in usage_by_provider_model():
+            labels = [row["provider"], row["model"]]
+            cost.add_metric(labels, row["cost_usd"])
+            for key in (*TOKEN_KEYS, "total_tokens"):
+                tokens.add_metric([*labels, key.removesuffix("_tokens")], row[key])
         yield cost
+        yield tokens
 
         # --- queue (pending runs)
         pending = Run.objects.filter(status=RunStatus.PENDING).aggregate(

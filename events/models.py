@@ -2,8 +2,11 @@
 
 Invariants: (session, sequence_number) is unique and numbers are dense 1..n per session
 (allocated by `events.services` from `Session.last_sequence`); the event id is globally
-unique (primary key). Rows are only ever inserted by `events.services`; there is no update or
-delete path (sessions and runs that have events cannot be deleted: PROTECT).
+unique (primary key). Rows are only ever inserted by `events.services`; there is no update
+path, and the one delete path is retention (`events.retention`), which replaces a range of
+old `message_streamed` rows by one `events_pruned` row at the range's last number, so every
+number stays accounted for and none is reused (sessions and runs that have events cannot be
+deleted: PROTECT).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 Invariants: results are in ascending sequence order; `after`/`before` are strict and apply
 only when they are ints >= 0; `limit` (positive int) applies last and keeps the oldest N;
 an unknown session gives an empty list and latest sequence 0. Reads take no locks.
+
+Retention (`events.retention`) leaves gaps in the numbers, each filled by an
+`events_pruned` marker at the gap's LAST number, so strict `after` needs no exception: a
+cursor before or inside a pruned range gets the marker, in order. A `types` filter naming
+a pruned type (`message_streamed`) also returns the markers standing for events of that
+type (`asm_core.store.marker_matches`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,15 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from asm_core.store import type_filter, valid_cursor, valid_limit
+from asm_core.store import (
+    PRUNABLE_TYPES,
+    PRUNED_MARKER_TYPE,
+    type_filter,
+    valid_cursor,
+    valid_limit,
+)
 from events.models import Event
 from sessions.models import Session
 
@@ -34,7 +46,13 @@ def event_query(
         qs = qs.filter(run_id=run_id)
     wanted = type_filter(types)
     if wanted is not None:
-        qs = qs.filter(type__in=sorted(wanted))
+        if PRUNED_MARKER_TYPE in wanted or not wanted & PRUNABLE_TYPES:
+            qs = qs.filter(type__in=sorted(wanted))
+        else:  # also the markers standing for the wanted pruned type(s)
+            qs = qs.filter(type__in=sorted(wanted | {PRUNED_MARKER_TYPE})).filter(
+                ~Q(type=PRUNED_MARKER_TYPE)
+                | Q(data__pruned_type__in=sorted(wanted & PRUNABLE_TYPES))
+            )
     if since is not None:
         qs = qs.filter(timestamp__gte=since)
     lo, hi = valid_cursor(after), valid_cursor(before)

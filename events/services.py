@@ -12,7 +12,9 @@ Invariants (docs/event-store.md explains them at length):
   bump included, and the stored rows are read back.
 - Every payload is validated against its type's schema before anything is written; a bad
   event makes the whole batch fail and writes nothing.
-- Only this module inserts events; there is no update or delete path.
+- Only this module inserts new events; there is no update path, and the one delete path is
+  retention (`events.retention`: finished runs' `message_streamed` chunks replaced by an
+  `events_pruned` marker at the range's last number; the counter never moves back).
 - Secrets (asm_core.redaction via `asm_project.logging.settings_redactor`) are masked in
   every payload and metadata before validation; payloads without a suspect string are not
   copied for it.

@@ -42,6 +42,11 @@ Invariants:
   ``after`` snapshot, diff and (for a run that did not complete, with
   ``rollback_on_failure``) the rollback after the provider returned, their events written
   with the terminal event.
+- Spans (`runs.telemetry`): one `asm.run` span per `execute`, ended from the final record
+  (fenced: `asm.run.fenced`); the provider's attempt span(s) and tool-call spans are opened
+  on the provider thread with explicit parents (the executor opens the one attempt of a
+  plain provider; a provider with `traces_attempts` opens its own). When nothing records,
+  `emit` is not wrapped and no span work happens per event.
 - `execute` first confirms (by renewing the lease) that the run is still this owner's
   attempt; a stale record writes nothing. A caller that has just claimed the run
   (`claimed=True`: the claim set this owner's lease a moment ago) skips that round trip.
@@ -90,6 +95,7 @@ from runs.providers.base import (
     provider_session_id_for,
 )
 from runs.providers.registry import ProviderRegistry
+from runs.telemetry import NO_TRACE, RunTrace, run_trace_start
 from sessions.workspaces.execution import RunWorkspace, workspace_run_finish, workspace_run_start
 
 logger = logging.getLogger(__name__)
@@ -158,9 +164,16 @@ class RunExecutor:
         records written meanwhile carry the run's ids (`asm_project.logging.log_context`).
         """
         with log_context(session_id=run.session_id, run_id=run.id, provider=run.provider):
-            return self._execute(run, claimed=claimed)
+            trace = run_trace_start(run, run.provider or self.config.default_provider)
+            try:
+                finished = self._execute(run, claimed=claimed, trace=trace)
+            except BaseException as exc:
+                trace.fail(exc)
+                raise
+            trace.finish(finished)
+            return finished
 
-    def _execute(self, run: RunRecord, *, claimed: bool) -> RunRecord | None:
+    def _execute(self, run: RunRecord, *, claimed: bool, trace: RunTrace) -> RunRecord | None:
         started = self.clock()
         if not claimed and not self.store.run_renew_lease(
             run.id, attempt=run.attempt, owner=self.owner, lease_ms=self.config.lease_ms
@@ -168,7 +181,7 @@ class RunExecutor:
             logger.warning("run %s attempt %s is not ours to execute", run.id, run.attempt)
             return None  # stale or finished record: write nothing
         try:
-            provider, context, policy = self._prepare(run)
+            provider, context, policy = self._prepare(run, trace)
             workspace = workspace_run_start(  # options.workspace: the `before` snapshot
                 self.store, context, provider=run.provider or self.config.default_provider
             )
@@ -177,7 +190,9 @@ class RunExecutor:
         return self._supervise(run, provider, context, started, policy, workspace)
 
     # ------------------------------------------------------------------ steps
-    def _prepare(self, run: RunRecord) -> tuple[Provider, RunContext, EffectivePolicy | None]:
+    def _prepare(
+        self, run: RunRecord, trace: RunTrace = NO_TRACE
+    ) -> tuple[Provider, RunContext, EffectivePolicy | None]:
         session = self.store.session_get(run.session_id)
         name = run.provider or self.config.default_provider
         provider = self.registry.get(name)
@@ -210,6 +225,7 @@ class RunExecutor:
             timeout_ms=int(timeout_ms),
             provider_session_id=provider_session_id_for(session.metadata, name),
             tool_guard=policy_tool_guard(policy),  # refuses denied tools before they run
+            trace=trace,
         )
         started_data: dict[str, Any] = {"provider": name, "attempt": run.attempt}
         if negotiation.status == "degraded":
@@ -261,21 +277,40 @@ class RunExecutor:
         closed = threading.Event()
         box: dict[str, Any] = {}
 
-        def emit(type_: str, data: Mapping[str, Any]) -> None:
-            if not closed.is_set():
-                inbox.put((str(type_), dict(data)))
+        name = run.provider or cfg.default_provider
+        trace = context.trace
+        if trace.recording:  # the adapter events feed the spans (runs.telemetry)
+            observe = trace.observe
+
+            def emit(type_: str, data: Mapping[str, Any]) -> None:
+                if not closed.is_set():
+                    item = (str(type_), dict(data))
+                    observe(*item)
+                    inbox.put(item)
+
+        else:
+
+            def emit(type_: str, data: Mapping[str, Any]) -> None:
+                if not closed.is_set():
+                    inbox.put((str(type_), dict(data)))
+
+        # A provider that tries others (the router) opens one attempt span per try itself.
+        own_attempt = trace.recording and not getattr(provider, "traces_attempts", False)
 
         def call_provider() -> None:
+            if own_attempt:
+                trace.attempt_start(name, 1)
             try:
                 box["result"] = provider.execute(context, emit, token)
             except BaseException as exc:  # reported to the supervisor, never lost
                 box["error"] = exc
             finally:
+                if own_attempt:
+                    trace.attempt_end(*_attempt_outcome(box.get("error")))
                 inbox.put(None)
 
         _provider_threads.submit(call_provider)
 
-        name = run.provider or cfg.default_provider
         buffer: list[NewEvent] = []
         buffered_at = 0.0
         usage: dict[str, Any] = {}
@@ -584,6 +619,14 @@ class RunExecutor:
         if "capabilities" in run.metadata and "capabilities" not in metadata:
             extra["capabilities"] = run.metadata["capabilities"]
         return cost, {**metadata, **extra}
+
+
+def _attempt_outcome(error: BaseException | None) -> tuple[str, str | None]:
+    """A provider attempt's (outcome, error code) for its span."""
+    if error is None:
+        return "completed", None
+    code = error.code if isinstance(error, AsmError) else "internal_error"
+    return ("cancelled", None) if code == "cancelled" else ("failed", code)
 
 
 def _session_context(context: Mapping[str, Any], run_metadata: Mapping[str, Any]) -> dict[str, Any]:

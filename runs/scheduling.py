@@ -16,6 +16,9 @@ Invariants:
 - A session's pending runs are never stranded: besides the drain messages (deduplicated by
   `runs.dispatch`), the reaper's sweep wakes any active session whose pending runs have
   waited `ASM_STRANDED_AFTER_S` with nothing running.
+- Traced (`runs.telemetry`): `asm.session.drain` per drain, `asm.run.claim` per claim
+  (with the queue wait), the executor's `asm.run` under the drain. The reaper's terminal
+  moves send `runs.signals.run_finished` after commit.
 - The reaper finds running runs whose lease lapsed and, fenced by attempt number, ends them
   `failed` with `worker_lost` (or `cancelled` if a cancel was requested), or puts them
   back to `pending` when attempts remain (`run_requeued`); then it wakes the session.
@@ -31,16 +34,20 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from opentelemetry.trace import Span
 
 from asm_core.event_types import EventType
 from asm_core.lifecycle import RunStatus, SessionStatus
+from asm_core.records import RunRecord
 from events.services import event_append
 from runs.bootstrap import build_executor
 from runs.budgets import budget_claim
 from runs.coordination import Coordinator, Heartbeat, coordinator
 from runs.dispatch import drain_enqueue, drain_flag
 from runs.models import Run
+from runs.signals import run_finished, signal_send_on_commit
 from runs.store import DjangoSessionStore
+from runs.telemetry import span_scope
 from sessions.models import Session
 
 logger = logging.getLogger(__name__)
@@ -81,22 +88,33 @@ def _set_waiting(session_id: uuid.UUID, reason: str) -> None:
 
 
 def session_drain(*, session_id: uuid.UUID, worker_id: str) -> None:
-    """Execute the session's pending runs one by one, oldest first, if no one else is."""
+    """Execute the session's pending runs one by one, oldest first, if no one else is.
+
+    Traced as ``asm.session.drain``: each claim is an ``asm.run.claim`` child (with the
+    run's queue wait) and each executed run's ``asm.run`` span is a child too."""
+    attributes = {"asm.session_id": str(session_id), "asm.worker": worker_id}
+    with span_scope("asm.session.drain", attributes) as span:
+        span.set_attribute("asm.drain.locked", _session_drain(session_id, worker_id))
+
+
+def _session_drain(session_id: uuid.UUID, worker_id: str) -> bool:
+    """The drain; False when another holder had the session's lock."""
     coord = coordinator()
     coord.flag_clear(drain_flag(session_id))  # from now on, a new submit sends a new drain
     ttl = settings.ASM_SESSION_LOCK_TTL_MS
     for _ in range(3):
         lock = coord.lock(f"session:{session_id}", ttl)
         if not lock.acquire():
-            return  # the holder drains, and re-checks after it lets go
+            return False  # the holder drains, and re-checks after it lets go
         try:
             with Heartbeat(ttl / 3000, lock.renew):
                 retry = _drain_locked(session_id, worker_id, coord)
         finally:
             lock.release()
         if retry or not _has_runnable(session_id):
-            return
+            return True
     drain_enqueue(session_id)  # still more: hand over to a fresh task rather than loop
+    return True
 
 
 def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> bool:
@@ -127,7 +145,9 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
                     session_id, f"max_parallel_runs ({settings.ASM_MAX_PARALLEL_RUNS}) reached"
                 )
             try:
-                claim = budget_claim(store, session_id, owner=worker_id, lease_ms=lease)
+                with span_scope("asm.run.claim", {"asm.session_id": member}) as span:
+                    claim = budget_claim(store, session_id, owner=worker_id, lease_ms=lease)
+                    _claim_attributes(span, claim.run, claim.wait_reason)
                 if claim.wait_reason:  # the owner's budget is spent (runs.budgets)
                     return _retry_later(session_id, claim.wait_reason)
                 run = claim.run
@@ -150,6 +170,22 @@ def _drain_locked(session_id: uuid.UUID, worker_id: str, coord: Coordinator) -> 
     finally:
         if holding_session:
             sessions.release(member)
+
+
+def _claim_attributes(span: Span, run: RunRecord | None, wait_reason: str | None) -> None:
+    """What a claim span records: the run and how long it waited in the queue (ms)."""
+    if not span.is_recording():
+        return
+    if wait_reason:
+        span.set_attribute("asm.claim.waiting", wait_reason)
+    if run is None:
+        span.set_attribute("asm.claim.found", False)
+        return
+    span.set_attributes({"asm.claim.found": True, "asm.run_id": str(run.id)})
+    span.set_attributes({"asm.run.attempt": run.attempt, "asm.provider": run.provider})
+    if run.started_at is not None and run.created_at is not None:
+        waited = (run.started_at - run.created_at).total_seconds() * 1000
+        span.set_attribute("asm.queue.wait_ms", round(waited, 3))
 
 
 def _retry_later(session_id: uuid.UUID, reason: str) -> bool:
@@ -243,6 +279,8 @@ def _reap_one(run_id: uuid.UUID, now: datetime) -> bool:
             metadata=meta,
             provider=run.provider,
         )
+        if run.status != RunStatus.PENDING:
+            signal_send_on_commit(run_finished, Run, run=run, status=run.status)
         logger.warning("reaped run %s (attempt %s): now %s", run.id, lost_attempt, run.status)
         drain_enqueue(run.session_id)
         # The dead worker's session lock may outlive its lease: that first drain then finds

@@ -14,6 +14,8 @@ Invariants:
 - Cancel: a pending run ends `cancelled` at once with `run_cancelled` and never reaches a
   provider; a running run gets `cancel_requested_at` and, on commit, a cancel signal its
   worker polls; the executor then ends it `cancelled`. A terminal run is left unchanged.
+- Signals (`runs.signals`, after commit): `run_submitted` for a queued run (not a replay),
+  `run_finished` for a run cancelled while queued. Submit is traced (`asm.run.submit`).
 - Submit and cancel are audited (`sessions.audit.audited`); secrets in a run's input and
   options are masked before they are stored (asm_core.redaction), so no provider, event or
   API response sees them.
@@ -52,6 +54,8 @@ from runs.models import Run
 from runs.policies import policy_parse, policy_sources, policy_stack
 from runs.providers.base import parse_requirement
 from runs.routing import ROUTER_NAME, routing_options_validate
+from runs.signals import run_finished, run_submitted, signal_send_on_commit
+from runs.telemetry import span_scope, span_traceparent
 from sessions.agents import agent_manifest_for, agent_request_matches, agent_run_defaults
 from sessions.audit import audited
 from sessions.models import Session
@@ -275,65 +279,87 @@ def run_submit(
     (`max_runs_exceeded`). Bad input or options change nothing. The session's agent
     manifest, if any, supplies defaults (`sessions.agents.agent_run_defaults`).
     """
-    payload = settings_redactor().redact(normalize_input(input))
-    with transaction.atomic():
-        session = session_lock(session_id)
-        applied = agent_run_defaults(
-            agent_manifest_for(session.agent_id),
-            provider=provider,
-            options=options,
-            session_context=session.context,
-        )
-        name = applied.provider or settings.ASM_DEFAULT_PROVIDER
-        opts = validate_run_options(applied.options, name)
-        replay = idempotency_key is not None and (
-            Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).first()
-        )
-        if (
-            replay
-            and replay.input == payload
-            and agent_request_matches(replay.metadata, provider=provider, options=options)
-        ):
-            return RunCreated(replay, False)  # the same request, whatever the manifest says now
-        if not replay:
-            # Every policy layer the run will be held to is valid (the agent's is checked
-            # where manifests are edited); a bad one refuses the run here, not at execution.
-            policy_stack(
-                policy_sources(
-                    default=settings.ASM_DEFAULT_POLICY,
-                    session_context=session.context,
-                    options=opts,
-                )
+    with span_scope("asm.run.submit", {"asm.session_id": str(session_id)}) as span:
+        payload = settings_redactor().redact(normalize_input(input))
+        with transaction.atomic():
+            session = session_lock(session_id)
+            applied = agent_run_defaults(
+                agent_manifest_for(session.agent_id),
+                provider=provider,
+                options=options,
+                session_context=session.context,
             )
-            if session.status in SESSION_TERMINAL:
-                raise AsmError(
-                    "invalid_operation",
-                    f"The session is {session.status}; it takes no new runs",
-                    {"session_id": str(session_id), "status": session.status},
+            name = applied.provider or settings.ASM_DEFAULT_PROVIDER
+            opts = validate_run_options(applied.options, name)
+            replay = idempotency_key is not None and (
+                Run.objects.filter(session_id=session_id, idempotency_key=idempotency_key).first()
+            )
+            if (
+                replay
+                and replay.input == payload
+                and agent_request_matches(replay.metadata, provider=provider, options=options)
+            ):
+                # The same request, whatever the manifest says now.
+                span.set_attribute("asm.run_id", str(replay.id))
+                return RunCreated(replay, False)
+            if not replay:
+                # Every policy layer the run will be held to is valid (the agent's is checked
+                # where manifests are edited); a bad one refuses the run here, not at execution.
+                policy_stack(
+                    policy_sources(
+                        default=settings.ASM_DEFAULT_POLICY,
+                        session_context=session.context,
+                        options=opts,
+                    )
                 )
-            if session.status == SessionStatus.PENDING:
-                session_activate(session_id=session_id, actor=actor)
-            queued = _pending_count(session_id)
-            if queued >= settings.ASM_MAX_QUEUED_RUNS:
-                raise AsmError(
-                    "max_runs_exceeded",
-                    f"Maximum queued runs limit ({settings.ASM_MAX_QUEUED_RUNS}) reached "
-                    f"for this session",
-                    {"limit": settings.ASM_MAX_QUEUED_RUNS, "queued": queued},
-                )
-        created = run_create(
-            session_id=session_id,
-            input=payload,
-            provider=name,
-            options=opts,
-            idempotency_key=idempotency_key,
-            max_attempts=int(opts.get("max_attempts", 1)),
-            session_locked=True,
-            metadata={"agent": applied.metadata} if applied.metadata else None,
+                if session.status in SESSION_TERMINAL:
+                    raise AsmError(
+                        "invalid_operation",
+                        f"The session is {session.status}; it takes no new runs",
+                        {"session_id": str(session_id), "status": session.status},
+                    )
+                if session.status == SessionStatus.PENDING:
+                    session_activate(session_id=session_id, actor=actor)
+                queued = _pending_count(session_id)
+                if queued >= settings.ASM_MAX_QUEUED_RUNS:
+                    raise AsmError(
+                        "max_runs_exceeded",
+                        f"Maximum queued runs limit ({settings.ASM_MAX_QUEUED_RUNS}) reached "
+                        f"for this session",
+                        {"limit": settings.ASM_MAX_QUEUED_RUNS, "queued": queued},
+                    )
+            created = run_create(
+                session_id=session_id,
+                input=payload,
+                provider=name,
+                options=opts,
+                idempotency_key=idempotency_key,
+                max_attempts=int(opts.get("max_attempts", 1)),
+                session_locked=True,
+                metadata=_run_metadata(applied.metadata, span_traceparent(span)),
+            )
+            if created.created:
+                drain_enqueue(session_id)
+                signal_send_on_commit(run_submitted, Run, run=created.run)
+        span.set_attributes(
+            {
+                "asm.run_id": str(created.run.id),
+                "asm.provider": created.run.provider,
+                "asm.run.created": created.created,
+            }
         )
-        if created.created:
-            drain_enqueue(session_id)
     return created
+
+
+def _run_metadata(agent: Mapping[str, Any] | None, trace: Mapping[str, str]) -> dict[str, Any]:
+    """A submitted run's metadata: the agent manifest's record, and when tracing the W3C
+    trace context of its submit span (its execution's span links back to it)."""
+    metadata: dict[str, Any] = {}
+    if agent:
+        metadata["agent"] = agent
+    if trace:
+        metadata["trace"] = dict(trace)
+    return metadata
 
 
 @audited("run.cancel", "run", "run_id")
@@ -352,6 +378,7 @@ def run_cancel(*, run_id: uuid.UUID, actor: Actor = None) -> Run:
             run.error = {"code": "cancelled", "message": "Run was cancelled before it started"}
             run.waiting_reason = ""
             run.save(update_fields=["status", "ended_at", "error", "waiting_reason"])
+            signal_send_on_commit(run_finished, Run, run=run, status=run.status)
             event_append(
                 session_id=run.session_id,
                 type=EventType.RUN_CANCELLED,

@@ -4,7 +4,8 @@ It converts between models and `asm_core.records` by field name and delegates ev
 `events.services` / `events.selectors`, so there is one write path for the log. Saves are
 upserts that never touch `Session.last_sequence` (only event appends move the counter).
 The database's constraints back the port's rules: a second running run in a session is
-`invalid_operation`, a repeated idempotency key `already_exists`.
+`invalid_operation`, a repeated idempotency key `already_exists`. A claim sends
+`runs.signals.run_started` and a finish `run_finished`, both after commit.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from asm_core.records import (
 )
 from asm_core.store import check_finish_status, valid_limit
 from asm_project.logging import settings_redactor
+from events import retention as event_retention
 from events import selectors as event_selectors
 from events import services as event_services
 from events.models import Event
 from runs.models import Run
+from runs.signals import run_finished, run_started, signal_send_on_commit
 from sessions.models import Session
 from sessions.services import session_lock
 
@@ -191,6 +194,26 @@ class DjangoSessionStore:
     def latest_sequence(self, session_id: uuid.UUID) -> int:
         return event_selectors.latest_sequence(session_id=session_id)
 
+    def event_prune_range(
+        self,
+        session_id: uuid.UUID,
+        *,
+        run_id: uuid.UUID,
+        from_sequence: int,
+        to_sequence: int,
+        data: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> EventRecord | None:
+        marker = event_retention.event_prune_range(
+            session_id=session_id,
+            run_id=run_id,
+            from_sequence=from_sequence,
+            to_sequence=to_sequence,
+            data=data,
+            metadata=metadata,
+        )
+        return event_record(marker) if marker is not None else None
+
     # -- run ownership -------------------------------------------------------------------
     def session_merge_metadata(self, session_id: uuid.UUID, patch: Mapping[str, Any]) -> None:
         conn = connections[Session.objects.db]
@@ -237,6 +260,7 @@ class DjangoSessionStore:
                 run.waiting_reason = ""
                 _update(conn, run, _CLAIM_FIELDS)
                 event_services.event_run_known(conn.alias, run.id, session_id)
+                signal_send_on_commit(run_started, Run, run=run, attempt=run.attempt)
                 return run_record(run)
         except IntegrityError:
             return None  # another claimer won (the one-running-run index said no)
@@ -288,6 +312,7 @@ class DjangoSessionStore:
             if session_metadata:
                 self.session_merge_metadata(run.session_id, session_metadata)
             event_services.event_append_many(session_id=run.session_id, events=[*events, terminal])
+            signal_send_on_commit(run_finished, Run, run=run, status=status)
         return run_record(run)
 
 

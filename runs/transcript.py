@@ -28,6 +28,12 @@ Invariants:
   yet, its provisional message being the last one) travels with the transcript. Events whose
   integer sequence is <= the transcript's ``last_sequence`` are already in and are skipped.
 - Linear cost: one pass after the sort; a stream's chunks are joined once, when it closes.
+- Retention (``runs.retention``): an ``events_pruned`` marker for ``message_streamed``
+  chunks carries what those chunks contributed (``data.stream``: the first non-empty
+  chunk's sequence, their merged metadata, and their text when no later event carries the
+  assembled text), and the builder applies it as if the chunks were there, so a session's
+  transcript is the same before and after pruning. A stream whose text was all pruned
+  (because its closing ``message_received`` carries it) has no provisional message.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ __all__ = [
     "PendingStream",
     "Transcript",
     "message_chars",
+    "stream_chunk",
+    "stream_closer",
     "transcript_build",
     "transcript_from_store",
     "transcript_update",
@@ -65,6 +73,7 @@ _SENT = EventType.MESSAGE_SENT.value
 _TOOL_STARTED = EventType.TOOL_CALL_STARTED.value
 _TOOL_COMPLETED = EventType.TOOL_CALL_COMPLETED.value
 _TOOL_FAILED = EventType.TOOL_CALL_FAILED.value
+_PRUNED = EventType.EVENTS_PRUNED.value
 
 #: The event types that make messages (every other type is ignored by the builder).
 TRANSCRIPT_EVENT_TYPES: frozenset[str] = frozenset(
@@ -422,7 +431,25 @@ class _Builder:
                 tool_output=_first(data, _TOOL_OUTPUT_KEYS),
             )
             self._emit(message, _seq(e.sequence_number))
+        elif kind == _PRUNED:
+            self._pruned(e.data)
         # any other type: ignored, the stream stays open
+
+    def _pruned(self, data: Mapping[str, Any]) -> None:
+        """Retention's marker: apply what the pruned chunks contributed (their text, when
+        kept, and merged metadata), opening the stream as their first chunk did."""
+        stream = data.get("stream")
+        if data.get("pruned_type") != _STREAMED or not isinstance(stream, Mapping):
+            return  # nothing the transcript used was pruned here
+        if self.texts is None:
+            self.texts, self.first_seq = [], _seq(stream.get("first_sequence"))
+        meta = stream.get("metadata")
+        if isinstance(meta, Mapping) and meta:
+            self.prefix = {**self._stream_meta(), **meta}
+            self.chunks, self.chunk_meta = [], False
+        text = stream.get("text")
+        if isinstance(text, str) and text:
+            self.texts.append(text)
 
     def _received(self, e: _EventAttrs) -> None:
         role = _role(e.data.get("role"), "assistant")
@@ -450,7 +477,8 @@ class _Builder:
         if self.texts is not None:
             text, meta, start = "".join(self.texts), self._stream_meta(), self.first_seq
             pending = PendingStream(text=text, metadata=meta, first_sequence=start)
-            self._emit(_message("assistant", text, dict(meta)), start)
+            if text:  # empty only when retention kept the text in the closing message
+                self._emit(_message("assistant", text, dict(meta)), start)
         return pending, tuple(self.unconfirmed)
 
 
@@ -459,6 +487,30 @@ def _limited(transcript: Transcript, max_messages: object) -> Transcript:
     if n is None or len(transcript.messages) <= n:
         return transcript
     return replace(transcript, messages=transcript.messages[-n:], starts=transcript.starts[-n:])
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def stream_chunk(event: EventLike) -> tuple[str, dict[str, Any]] | None:
+    """What a ``message_streamed`` event adds to its stream: its text and the metadata it
+    merges into the stream's message; None for a chunk the builder ignores (empty)."""
+    e = _events([event])[0]
+    text = _text(_first(e.data, _CHUNK_KEYS))
+    return (text, _event_meta(e)) if text else None
+
+
+def stream_closer(event: EventLike) -> bool | None:
+    """For an event that closes an open stream: whether the stream's text is used (False
+    only for an assistant ``message_received`` with content, which replaces it); None for
+    an event that leaves the stream open (chunks, retention markers, ignored types)."""
+    e = _events([event])[0]
+    if e.type == _RECEIVED:
+        role = _role(e.data.get("role"), "assistant")
+        return not (role == "assistant" and _text(e.data.get("content")))
+    if e.type in (_SENT, _TOOL_STARTED, _TOOL_COMPLETED, _TOOL_FAILED):
+        return True
+    return None
 
 
 # --------------------------------------------------------------------------- public API
@@ -519,7 +571,7 @@ def transcript_update(
         return _limited(transcript, max_messages)
     ordered = _ordered(evs)
     messages, starts = list(transcript.messages), list(transcript.starts)
-    if transcript.pending is not None and messages:
+    if transcript.pending is not None and transcript.pending.text and messages:
         messages.pop()  # the provisional message of the open stream: the stream goes on
         starts.pop()
     builder = _Builder(messages, starts, transcript.pending, transcript.unconfirmed)

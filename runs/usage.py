@@ -19,13 +19,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, DecimalField, F, Func, Q, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, Count, DecimalField, F, Func, Q, QuerySet, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, NullIf
 
 from asm_core.lifecycle import RUN_TERMINAL
 from runs.models import Run
 
-__all__ = ["TOKEN_KEYS", "USAGE_KEYS", "owner_usage", "session_usage", "usage_totals"]
+__all__ = [
+    "TOKEN_KEYS",
+    "USAGE_KEYS",
+    "owner_usage",
+    "session_usage",
+    "usage_by_provider_model",
+    "usage_totals",
+]
 
 TOKEN_KEYS = (
     "input_tokens",
@@ -129,3 +137,25 @@ def owner_usage(
     if until is not None:
         runs = runs.filter(started_at__lt=until)
     return usage_totals(runs)
+
+
+def usage_by_provider_model() -> list[dict[str, Any]]:
+    """Token and cost totals of every run, per provider that ran it (the routed provider,
+    else the requested one) and model (``metadata.model``, "" when none was reported), in
+    one grouped query: ``[{"provider", "model", "runs", <TOKEN_KEYS>, "total_tokens",
+    "cost_usd"}]`` sorted by provider and model. ``total_tokens`` is input + output."""
+    rows = (
+        Run.objects.annotate(
+            usage_provider=Coalesce(
+                NullIf(F("routed_provider"), Value("")), F("provider"), Value("")
+            ),
+            usage_model=Coalesce(Cast(KT("metadata__model"), CharField()), Value("")),
+        )
+        .values("usage_provider", "usage_model")
+        .annotate(**_aggregates())
+        .order_by("usage_provider", "usage_model")
+    )
+    return [
+        {"provider": row["usage_provider"], "model": row["usage_model"], **_shape(row)}
+        for row in rows
+    ]

@@ -9,6 +9,7 @@ Invariants:
   concurrent transitions cannot both pass the check.
 - Who acted is recorded in the event's metadata: `{"actor": "user:<id>"}` or
   `{"actor": "system"}`, and in the audit log (`sessions.audit.audited`: ok or error code).
+- Every status change sends `runs.signals.session_status_changed` after commit.
 - Secrets in `context` and `metadata` are masked before they are stored (asm_core.redaction).
 """
 
@@ -29,6 +30,7 @@ from asm_core.lifecycle import SessionStatus, check_session_transition
 from asm_project.logging import settings_redactor
 from events.services import event_append
 from runs.dispatch import drain_enqueue
+from runs.signals import session_status_changed, signal_send_on_commit
 from sessions.audit import audited
 from sessions.models import Session
 
@@ -155,11 +157,19 @@ def _transition(
                 {"entity": "session", "from": session.status, "to": to.value},
             )
         check_session_transition(session.status, to)
+        previous = session.status
         session.status = to.value
         session.updated_at = timezone.now()
         session.save(update_fields=["status", "updated_at"])
         event = event_append(
             session_id=session.id, type=event_type, data=data, metadata=actor_metadata(actor)
+        )
+        signal_send_on_commit(
+            session_status_changed,
+            Session,
+            session=session,
+            status=session.status,
+            previous_status=previous,
         )
     session.last_sequence = event.sequence_number
     return session

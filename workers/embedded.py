@@ -4,13 +4,16 @@ With REDIS_URL unset the broker is Celery's `memory://` transport, which lives i
 process; `EmbeddedWorker` consumes it on a background thread (thread pool of
 `ASM_EMBEDDED_WORKER_THREADS`), so `POST .../runs` returns at once and runs execute in the
 background exactly as they would on a `celery worker`. The reaper (Celery beat's job in the
-distributed shape) runs on its own thread every `ASM_REAPER_INTERVAL_S`.
+distributed shape) runs on its own thread every `ASM_REAPER_INTERVAL_S`; the same thread
+runs the retention pass (`runs.retention.events_prune_streamed`, a no-op unless
+`ASM_RETENTION_STREAMED_DAYS` is set) every `ASM_RETENTION_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +26,8 @@ class EmbeddedWorker:
     def __init__(self, *, threads: int | None = None, reaper_interval_s: float | None = None):
         self.threads = threads or settings.ASM_EMBEDDED_WORKER_THREADS
         self.reaper_interval_s = reaper_interval_s or settings.ASM_REAPER_INTERVAL_S
+        self.retention_interval_s = float(settings.ASM_RETENTION_INTERVAL_S)
+        self._next_retention = 0.0  # time.monotonic() of the next retention pass
         self._stop = threading.Event()
         self._worker: Any = None
         self._threads: list[threading.Thread] = []
@@ -51,11 +56,15 @@ class EmbeddedWorker:
         return self
 
     def _reap_forever(self) -> None:
+        from runs.retention import events_prune_streamed
         from runs.scheduling import run_reap_stale
 
         while not self._stop.wait(self.reaper_interval_s):
             try:
                 run_reap_stale()
+                if time.monotonic() >= self._next_retention:
+                    self._next_retention = time.monotonic() + self.retention_interval_s
+                    events_prune_streamed()
             except Exception:
                 logger.exception("embedded reaper failed; trying again next period")
             finally:

@@ -3,7 +3,8 @@
 Explicit names (`workers.<name>`) so renaming a module never orphans queued messages.
 `acks_late` + `reject_on_worker_lost` (settings) are safe because each task's first step is a
 guard: the drain takes the session lock and claims by compare-and-set; the reaper is fenced
-by attempt number. Ownership of a running run is its database lease, not the message.
+by attempt number; retention only replaces chunks that are still there. Ownership of a
+running run is its database lease, not the message.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def run_reap_stale_task() -> None:
     from runs.scheduling import run_reap_stale
 
     run_reap_stale()
+
+
+@shared_task(name="workers.events_prune_streamed", acks_late=True)
+def events_prune_streamed_task() -> None:
+    """One retention pass (a no-op while ASM_RETENTION_STREAMED_DAYS is 0); idempotent."""
+    from runs.retention import events_prune_streamed
+
+    events_prune_streamed()
 
 
 @shared_task(name="workers.ping", acks_late=True)

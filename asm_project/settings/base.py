@@ -225,6 +225,14 @@ ASM_DRAIN_FLAG_TTL_MS: int = env.int("ASM_DRAIN_FLAG_TTL_MS", default=10_000)
 # running (a lost drain message).
 ASM_STRANDED_AFTER_S: float = env.float("ASM_STRANDED_AFTER_S", default=10.0)
 ASM_REDIS_PREFIX: str = env.str("ASM_REDIS_PREFIX", default="asm:")
+# Retention (docs/event-store.md, Retention): message_streamed chunks of runs that ended more
+# than this many days ago are replaced by events_pruned markers; 0 (default): keep forever.
+ASM_RETENTION_STREAMED_DAYS: int = env.int("ASM_RETENTION_STREAMED_DAYS", default=0)
+# Period of the retention pass, seconds (Celery beat, or the embedded reaper thread).
+ASM_RETENTION_INTERVAL_S: float = env.float("ASM_RETENTION_INTERVAL_S", default=3600.0)
+# The most runs one retention pass prunes (oldest first; each chunk range is its own short
+# transaction, so a backlog drains over several passes).
+ASM_RETENTION_BATCH_RUNS: int = env.int("ASM_RETENTION_BATCH_RUNS", default=200)
 ASM_EMBEDDED_WORKER_THREADS: int = env.int("ASM_EMBEDDED_WORKER_THREADS", default=4)
 
 # --------------------------------------------------------------------------- provider routing
@@ -293,6 +301,10 @@ CELERY_DB_REUSE_MAX = env.int("ASM_CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "workers.run_reap_stale", "schedule": ASM_REAPER_INTERVAL_S},
+    "prune-streamed-events": {
+        "task": "workers.events_prune_streamed",
+        "schedule": ASM_RETENTION_INTERVAL_S,
+    },
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -370,6 +382,15 @@ if ASM_LOG_FORMAT not in ("json", "text"):
 ASM_REDACT_PATTERNS: list[str] = env.list("ASM_REDACT_PATTERNS", default=[])
 # Audit log of control actions (sessions.audit); off only for benchmarks.
 ASM_AUDIT_ENABLED: bool = env.bool("ASM_AUDIT_ENABLED", default=True)
+
+# OpenTelemetry spans (docs/telemetry.md): exported over OTLP/HTTP to this base URL (+
+# /v1/traces) when set, by web and worker processes alike; needs the `otel` extra (pip
+# install 'asm[otel]'; start fails naming it when missing). Unset: tracing is a no-op.
+OTEL_EXPORTER_OTLP_ENDPOINT: str = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+# The full URL spans are sent to (used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT).
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str = env.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default="")
+# The `service.name` of exported spans.
+OTEL_SERVICE_NAME: str = env.str("OTEL_SERVICE_NAME", default="asm")
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,7 @@
 """The provider port: capabilities, negotiation, the run context, cancel token and protocol.
 
-Plain Python: no Django, no ORM (adapters never touch the database); only ``asm_core``.
+Plain Python: no Django, no ORM (adapters never touch the database); only ``asm_core``
+and ``runs.telemetry`` (the OpenTelemetry API: ``RunContext.trace``).
 
 Invariants:
 
@@ -32,6 +33,7 @@ from enum import StrEnum
 from typing import Any, Protocol, Self, runtime_checkable
 
 from asm_core.errors import AsmError, ErrorCode
+from runs.telemetry import NO_TRACE, RunTrace
 
 __all__ = [
     "CancelToken",
@@ -389,6 +391,10 @@ class RunContext:
     #: allow, or the reason the tool is refused (``tool_permission_denied``). Set by the
     #: executor from the run's policies; None allows everything.
     tool_guard: ToolGuard | None = None
+    #: The run's spans (``runs.telemetry``; ``NO_TRACE`` when nothing records). The executor
+    #: opens the one provider attempt of a plain provider; a provider that tries others
+    #: (the router, ``traces_attempts = True``) opens one ``trace.attempt_start`` per try.
+    trace: RunTrace = NO_TRACE
 
     @classmethod
     def build(

@@ -32,6 +32,11 @@ Invariants:
   the loop there).
 - The options given to a candidate are the run's without ``routing``; its
   ``provider_session_id`` is the one a previous run of THAT provider left on the session.
+- Spans (``runs.telemetry``, ``traces_attempts``): the router opens one
+  ``asm.provider.attempt`` span per member it tries (``context.trace``, a child of the run
+  span) and ends it with the attempt's outcome before failing over; the decision
+  (strategy, candidates, skipped) is set on the run span and each failover is a
+  ``asm.routing.failover`` span event on it.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class RouterProvider:
     """Routes each run to one of the registry's other providers (module docstring)."""
 
     name: str = ROUTER_NAME
+    #: Opens one attempt span per member it tries (the executor opens none for it).
+    traces_attempts: bool = True
 
     def __init__(
         self,
@@ -218,6 +225,14 @@ class RouterProvider:
 
         candidates = list(plan.candidates)
         summary.update(routing_candidates=candidates, skipped=dict(plan.skipped))
+        trace = context.trace
+        trace.annotate(
+            {
+                "asm.routing.strategy": policy.strategy,
+                "asm.routing.candidates": candidates,
+                "asm.routing.skipped": sorted(plan.skipped),
+            }
+        )
         attempts: list[dict[str, Any]] = []
         summary["attempts"] = attempts
         child_options = {k: v for k, v in context.options.items() if k != "routing"}
@@ -254,6 +269,11 @@ class RouterProvider:
             started = self.clock()
             with self._lock:
                 self._active[context.run_id] = provider
+            trace.attempt_start(
+                name,
+                k,
+                **({} if previous is None else {"asm.failover_from": previous[0]}),
+            )
             error: AsmError | None = None
             result: ProviderResult | None = None
             try:
@@ -275,15 +295,27 @@ class RouterProvider:
                     record["token_usage"] = usage
             if error is None:
                 record["status"] = "completed"
+                trace.attempt_end("completed")
                 self._record(name, None)
                 return self._result(context, name, result, summary)
             record["error_code"] = error.code
             if error.code == ErrorCode.CANCELLED or cancel_token.cancelled:
                 record["status"] = "cancelled"
+                trace.attempt_end("cancelled")
                 raise error
             record["status"] = "failed"
+            trace.attempt_end("failed", error.code)
             self._record(name, error)
             if should_failover(error.code, attempt=k, limit=limit):
+                trace.run_event(
+                    "asm.routing.failover",
+                    {
+                        "asm.failover_from": name,
+                        "asm.failover_to": plan.attempts[k],
+                        "asm.failover_reason": error.code,
+                        "asm.attempt": k,
+                    },
+                )
                 emit(
                     EventType.ERROR_OCCURRED.value,
                     {

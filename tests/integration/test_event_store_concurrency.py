@@ -133,5 +133,6 @@ def test_the_append_statement_is_prepared_once_per_connection_and_keeps_its_erro
     with transaction.atomic():  # inside a caller's transaction too (savepoint path)
         again = event_append(session_id=session.id, type="run_started", event_id=fixed)
         later = event_append(session_id=session.id, type="run_started")
-    assert again.sequence_number == 4 and later.sequence_number == 5
+    assert again.sequence_number == 4
+    assert later.sequence_number == 5
     assert latest_sequence(session_id=session.id) == 5

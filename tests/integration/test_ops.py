@@ -59,6 +59,8 @@ def test_metrics_aggregate_on_postgres(client: Client):
         started_at=now - timedelta(seconds=2),
         ended_at=now,
         cost_usd=Decimal("0.125"),
+        metadata={"model": "echo-1"},
+        token_usage={"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": "odd"},
     )
     text = client.get("/metrics").content.decode()
     found = {
@@ -74,4 +76,9 @@ def test_metrics_aggregate_on_postgres(client: Client):
     assert found[("asm_run_duration_seconds_bucket", (("le", "1.0"), *labels))] == 0
     assert found[("asm_run_duration_seconds_bucket", (("le", "2.5"), *labels))] == 1
     assert found[("asm_run_duration_seconds_sum", labels)] == pytest.approx(2.0)
-    assert found[("asm_run_cost_usd_total", (("provider", "echo"),))] == pytest.approx(0.125)
+    echo = (("model", "echo-1"), ("provider", "echo"))
+    assert found[("asm_run_cost_usd_total", echo)] == pytest.approx(0.125)
+    assert found[("asm_run_cost_usd_total", (("model", ""), ("provider", "echo")))] == 0
+    assert found[("asm_run_tokens_total", (("kind", "input"), *echo))] == 3
+    assert found[("asm_run_tokens_total", (("kind", "total"), *echo))] == 5
+    assert found[("asm_run_tokens_total", (("kind", "cache_read_input"), *echo))] == 0

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,15 @@ ASM_ADDITIONS = {
 }
 CATALOGUE = {**SEED_CATALOGUE, **ASM_ADDITIONS}
 
+PRUNED: dict[str, Any] = {
+    "run_id": "run_1",
+    "from_sequence": 1,
+    "to_sequence": 10,
+    "pruned_count": 10,
+    "pruned_type": "message_streamed",
+    "reason": "retention",
+}
+
 # The smallest valid payload of each type.
 MINIMAL = {
     "session_created": {},
@@ -69,7 +79,7 @@ MINIMAL = {
     "session_cancelled": {},
     "session_compacted": {"summary": "so far", "from_sequence": 1, "to_sequence": 40},
     "session_forked": {"source_session_id": "ses_1", "at_sequence": 0},
-    "events_pruned": {"from_sequence": 1, "to_sequence": 10, "count": 10},
+    "events_pruned": PRUNED,
     "run_started": {},
     "run_completed": {},
     "run_failed": {"error_code": "policy_violation"},
@@ -151,8 +161,10 @@ INVALID = [
     ("session_forked", {"source_session_id": "ses_1", "at_sequence": True}),
     ("session_forked", {"source_session_id": "ses_1", "at_sequence": "3"}),
     ("events_pruned", {"from_sequence": 1, "to_sequence": 10}),
-    ("events_pruned", {"from_sequence": 1, "to_sequence": 10, "count": -1}),
-    ("events_pruned", {"from_sequence": 11, "to_sequence": 10, "count": 0}),
+    ("events_pruned", {**PRUNED, "pruned_count": -1}),
+    ("events_pruned", {**PRUNED, "from_sequence": 11}),
+    ("events_pruned", {**PRUNED, "run_id": None}),
+    ("events_pruned", {**PRUNED, "stream": ["not", "a", "dict"]}),
     ("run_completed", {"stop_reason": 5}),
     ("run_completed", {"token_usage": [1, 2]}),
     ("run_failed", {}),

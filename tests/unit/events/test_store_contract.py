@@ -643,3 +643,255 @@ def test_a_returned_event_does_not_share_the_callers_dicts(store: SessionStore) 
     assert stored.data["content"] == "hi"
     assert stored.data["nested"] == {"k": 1}
     assert store.event_list(session.id)[0].data["nested"] == {"k": 1}
+
+
+# --------------------------------------------------------------------------- retention
+# `event_prune_range` (the store's one delete path) and what readers see afterwards; the
+# plan (`runs.retention`) works through the port, so the whole pass is checked here too.
+def chunk(text: str, run: RunRecord, **metadata: Any) -> NewEvent:
+    return NewEvent(
+        type="message_streamed",
+        data={"delta": text, "content": text},
+        run_id=run.id,
+        metadata=metadata,
+    )
+
+
+def ev(type_: str, run: RunRecord | None = None, **data: Any) -> NewEvent:
+    return NewEvent(type=type_, data=data, run_id=run.id if run is not None else None)
+
+
+def streamed_session(store: SessionStore) -> tuple[SessionRecord, RunRecord, RunRecord]:
+    """One session: run 1 (finished) has an assembled stream split by a usage event and
+    holding an empty chunk, a reply streamed before a tool call (Claude's order), and a
+    stream cut off by a cancel (never assembled); run 2 streams an assembled reply."""
+    session = new_session(store)
+    one = new_run(store, session, status="cancelled")
+    two = new_run(store, session, status="completed")
+    store.event_append_many(
+        session.id,
+        [
+            ev("message_sent", one, role="user", content="hi"),  # 1
+            chunk("Hel", one, provider_chunk=1),  # 2
+            chunk("lo", one),  # 3
+            chunk("", one),  # 4 (ignored by the transcript)
+            chunk(" there", one, provider_chunk=4),  # 5
+            ev("token_usage_updated", one, input_tokens=3),  # 6
+            chunk("!", one),  # 7
+            ev("message_received", one, role="assistant", content="Hello there!"),  # 8
+            chunk("Let me ", one),  # 9
+            chunk("look", one),  # 10
+            ev("tool_call_started", one, tool_call_id="t1", tool_name="ls", tool_input={}),
+            ev("message_received", one, content="Let me look"),  # 12 (confirms 9-10)
+            ev("tool_call_completed", one, tool_call_id="t1", tool_name="ls", tool_output="a"),
+            chunk("Partial ", one),  # 14
+            chunk("answer", one),  # 15
+            ev("run_cancelled", one, reason="user"),  # 16
+            ev("message_sent", two, role="user", content="again"),  # 17
+            chunk("Sure", two),  # 18
+            chunk(".", two),  # 19
+            ev("message_received", two, content="Sure."),  # 20
+            ev("run_completed", two),  # 21
+        ],
+    )
+    return session, one, two
+
+
+PRUNED_ONE = [(2, 5), (7, 7), (9, 10), (14, 15)]  # the contiguous chunk ranges of run 1
+
+
+def walk(store: SessionStore, session_id: uuid.UUID, page: int) -> list[EventRecord]:
+    """A cursor reader: pages of `page` events, next `after` = last sequence number seen."""
+    seen: list[EventRecord] = []
+    cursor = 0
+    while batch := store.event_list(session_id, after=cursor, limit=page):
+        seen.extend(batch)
+        cursor = batch[-1].sequence_number
+    return seen
+
+
+def accounted(events: list[EventRecord]) -> list[int]:
+    """Every number an event stands for: its own, or a marker's whole range."""
+    numbers: list[int] = []
+    for e in events:
+        if e.type == "events_pruned":
+            assert e.sequence_number == e.data["to_sequence"]
+            numbers.extend(range(e.data["from_sequence"], e.data["to_sequence"] + 1))
+        else:
+            numbers.append(e.sequence_number)
+    return numbers
+
+
+def test_prune_range_replaces_the_chunks_by_one_marker_at_the_last_number(
+    store: SessionStore,
+) -> None:
+    session, one, _ = streamed_session(store)
+    before = {e.sequence_number: e for e in store.event_list(session.id)}
+    data = {
+        "run_id": str(one.id),
+        "from_sequence": 2,
+        "to_sequence": 5,
+        "pruned_count": 4,
+        "pruned_type": "message_streamed",
+        "reason": "retention",
+    }
+    marker = store.event_prune_range(
+        session.id,
+        run_id=one.id,
+        from_sequence=2,
+        to_sequence=5,
+        data=data,
+        metadata={"actor": "system"},
+    )
+    assert marker is not None
+    assert (marker.type, marker.sequence_number, marker.run_id) == ("events_pruned", 5, one.id)
+    assert marker.data == data
+    assert marker.metadata == {"actor": "system"}
+    assert marker.timestamp == before[5].timestamp  # it stands where the range ends
+    assert marker.id not in {e.id for e in before.values()}
+    assert seqs(store.event_list(session.id))[:3] == [1, 5, 6]
+    assert store.event_list(session.id, after=1, limit=1)[0].id == marker.id
+    assert store.latest_sequence(session.id) == 21  # the counter never moves back
+
+
+def test_prune_range_refuses_anything_but_exactly_the_runs_chunks(store: SessionStore) -> None:
+    session, one, two = streamed_session(store)
+    before = store.event_list(session.id)
+
+    def prune(run: RunRecord, a: int, b: int) -> EventRecord | None:
+        data = {
+            "run_id": str(run.id),
+            "from_sequence": a,
+            "to_sequence": b,
+            "pruned_count": b - a + 1,
+            "pruned_type": "message_streamed",
+            "reason": "retention",
+        }
+        return store.event_prune_range(
+            session.id, run_id=run.id, from_sequence=a, to_sequence=b, data=data, metadata={}
+        )
+
+    assert prune(one, 1, 3) is None  # holds a message_sent
+    assert prune(one, 5, 7) is None  # holds a usage event
+    assert prune(two, 2, 3) is None  # another run's chunks
+    assert prune(one, 18, 19) is None  # run 2's chunks named as run 1's
+    assert prune(one, 30, 31) is None  # nothing there
+    assert store.event_list(session.id) == before
+    assert prune(one, 2, 3) is not None
+    assert prune(one, 2, 3) is None  # already pruned: nothing more changes
+    assert prune(one, 3, 5) is None  # partly pruned
+    with pytest.raises(ValueError, match="bad prune range"):
+        prune(one, 5, 4)
+
+
+def test_pruning_a_run_leaves_every_number_accounted_for(store: SessionStore) -> None:
+    from runs.retention import run_streamed_prune
+
+    session, one, _ = streamed_session(store)
+    result = run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    assert [(m.data["from_sequence"], m.sequence_number) for m in result.markers] == PRUNED_ONE
+    assert result.pruned_count == 9
+    for page in (1, 2, 3, 5, 100):
+        seen = walk(store, session.id, page)
+        assert accounted(seen) == list(range(1, 22)), page  # each number exactly once
+        assert seqs(seen) == sorted(set(seqs(seen)))  # ascending, no event twice
+    assert [e.type for e in store.event_list(session.id, run_id=one.id)].count(
+        "message_streamed"
+    ) == 0
+    assert seqs(store.event_list(session.id, types="message_streamed")) == [5, 7, 10, 15, 18, 19]
+
+
+def test_a_cursor_inside_a_pruned_range_gets_the_marker(store: SessionStore) -> None:
+    from runs.retention import run_streamed_prune
+
+    session, one, _ = streamed_session(store)
+    run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    for a, b in PRUNED_ONE:
+        for after in range(a - 1, b):  # just before the range, and every number inside it
+            first = store.event_list(session.id, after=after, limit=1)[0]
+            assert (first.type, first.data["from_sequence"], first.sequence_number) == (
+                "events_pruned",
+                a,
+                b,
+            ), after
+
+
+def test_markers_and_filters(store: SessionStore) -> None:
+    from runs.retention import run_streamed_prune
+
+    session, one, two = streamed_session(store)
+    run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    markers = [5, 7, 10, 15]
+    assert seqs(store.event_list(session.id, types="events_pruned")) == markers
+    # a reader of chunks is told which chunks it will never get
+    assert seqs(store.event_list(session.id, types=["message_streamed"])) == [
+        *markers,
+        18,
+        19,
+    ]
+    assert seqs(store.event_list(session.id, types=["message_sent"])) == [1, 17]
+    assert seqs(store.event_list(session.id, run_id=one.id, types="message_streamed")) == markers
+    assert 5 in seqs(store.event_list(session.id, run_id=one.id))
+    assert 5 not in seqs(store.event_list(session.id, run_id=two.id))
+    assert seqs(store.event_list(session.id, after=4, before=8)) == [5, 6, 7]
+
+
+def test_appends_after_pruning_continue_at_latest_plus_one(store: SessionStore) -> None:
+    from runs.retention import run_streamed_prune
+
+    session, one, _ = streamed_session(store)
+    run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    assert store.latest_sequence(session.id) == 21
+    stored = store.event_append_many(session.id, [msg("next"), msg("and next")])
+    assert seqs(stored) == [22, 23]
+    numbers = seqs(store.event_list(session.id))
+    assert len(numbers) == len(set(numbers))
+
+
+def test_pruning_twice_changes_nothing_more(store: SessionStore) -> None:
+    from runs.retention import run_streamed_prune
+
+    session, one, two = streamed_session(store)
+    run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    once = store.event_list(session.id)
+    again = run_streamed_prune(store, session_id=session.id, run_id=one.id)
+    assert (again.ranges, again.markers) == ((), ())
+    assert store.event_list(session.id) == once
+    # run 2 was not asked for: its chunks are all still there
+    assert seqs(store.event_list(session.id, run_id=two.id, types="message_streamed")) == [18, 19]
+
+
+def test_the_transcript_is_the_same_after_pruning(store: SessionStore) -> None:
+    from runs.continuation import continuation_events
+    from runs.retention import run_streamed_prune
+    from runs.transcript import transcript_build, transcript_from_store, transcript_update
+
+    session, one, two = streamed_session(store)
+    before = transcript_from_store(store, session.id)
+    before_continuation = transcript_build(
+        continuation_events(store, session.id), session_id=session.id
+    )
+    assert [m["content"] for m in before.messages] == [
+        "hi",
+        "Hello there!",
+        "Let me look",
+        None,
+        None,
+        "Partial answer",
+        "again",
+        "Sure.",
+    ]
+    for run in (one, two):
+        assert run_streamed_prune(store, session_id=session.id, run_id=run.id).markers
+    after = transcript_from_store(store, session.id)
+    assert after == before  # messages, metadata, message starts, open state
+    assert after.to_dict() == before.to_dict()
+    assert (
+        transcript_build(continuation_events(store, session.id), session_id=session.id)
+        == before_continuation
+    )
+    # incremental readers agree with a full read at every split of the pruned log
+    log = store.event_list(session.id)
+    for cut in range(len(log) + 1):
+        head = transcript_build(log[:cut], session_id=session.id)
+        assert transcript_update(head, log[cut:]).messages == after.messages, cut

@@ -50,12 +50,31 @@ def fleet() -> None:
     make_run(status="pending")
     make_run(status="pending", provider="claude")
     make_run(status="running", provider="echo", started_at=timezone.now())
-    make_run(status="completed", seconds=0.05, cost_usd=Decimal("0.25"))
+    make_run(
+        status="completed",
+        seconds=0.05,
+        cost_usd=Decimal("0.25"),
+        metadata={"model": "echo-1"},
+        token_usage={"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 2},
+    )
     make_run(status="completed", seconds=3)
-    make_run(status="completed", seconds=42, cost_usd=Decimal("0.50"))
+    make_run(
+        status="completed",
+        seconds=42,
+        cost_usd=Decimal("0.50"),
+        metadata={"model": "echo-1"},
+        token_usage={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6},
+    )
     make_run(status="failed", seconds=0.3)
     # routed: the label is the provider that ran it, not the one asked for
-    make_run(status="completed", provider="router", routed_provider="claude", seconds=7)
+    make_run(
+        status="completed",
+        provider="router",
+        routed_provider="claude",
+        seconds=7,
+        metadata={"model": "claude-x"},
+        token_usage={"input_tokens": 7, "output_tokens": "n/a"},  # not a number: counts 0
+    )
     make_run(status="cancelled")  # cancelled while queued: never started, not in the histogram
 
 
@@ -95,8 +114,23 @@ def test_metrics_are_prometheus_text_from_the_database(client: Client, fleet):
         frozenset({("provider", "echo"), ("status", "cancelled")}),
     ) not in found
 
-    assert value(found, "asm_run_cost_usd_total", provider="echo") == pytest.approx(0.75)
-    assert value(found, "asm_run_cost_usd_total", provider="claude") == 0
+    cost = "asm_run_cost_usd_total"
+    assert value(found, cost, provider="echo", model="echo-1") == pytest.approx(0.75)
+    assert value(found, cost, provider="echo", model="") == 0  # runs without a model or cost
+    assert value(found, cost, provider="claude", model="claude-x") == 0
+    assert value(found, cost, provider="claude", model="") == 0  # the pending one
+
+    tokens = "asm_run_tokens_total"
+    echo = {"provider": "echo", "model": "echo-1"}
+    assert value(found, tokens, kind="input", **echo) == 15
+    assert value(found, tokens, kind="output", **echo) == 5
+    assert value(found, tokens, kind="cache_read_input", **echo) == 2
+    assert value(found, tokens, kind="cache_creation_input", **echo) == 0
+    assert value(found, tokens, kind="total", **echo) == 20  # input + output
+    routed = {"provider": "claude", "model": "claude-x"}  # the routed provider and its model
+    assert value(found, tokens, kind="input", **routed) == 7
+    assert value(found, tokens, kind="output", **routed) == 0
+    assert value(found, tokens, kind="total", provider="echo", model="") == 0
 
     assert value(found, "asm_sessions", status="active") == 9
     assert value(found, "asm_sessions", status="completed") == 0

@@ -1,10 +1,10 @@
 """The deployment files and the docs index keep their promises (issue 8 items 6 and 7).
 
-Invariants checked without a Docker engine (CI runs `docker compose config` only where the
-plugin exists): docker-compose.yml parses and has postgres, redis, a one-shot migrate that
-every asm process waits for, web on uvicorn, a scalable worker (no container_name, no host
-ports) and beat, with health checks; the Dockerfile runs as a non-root user on a slim base;
-docs/README.md links every page in docs/.
+Invariants checked without a Docker engine (CI also runs `docker compose config`, with the
+plugin from scripts/ensure_compose.sh): docker-compose.yml parses and has postgres, redis, a
+one-shot migrate that every asm process waits for, web on uvicorn, a scalable worker (no
+container_name, no host ports) and beat, with health checks; the Dockerfile runs as a
+non-root user on a slim base; docs/README.md links every page in docs/.
 """
 
 from __future__ import annotations
