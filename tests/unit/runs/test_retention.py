@@ -25,18 +25,15 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from asm_core.records import NewEvent, RunRecord
+from asm_core.records import NewEvent
 from events.models import Event
 from events.selectors import event_list, latest_sequence
-from runs.executor import ExecutorConfig, RunExecutor
 from runs.models import Run
-from runs.providers.echo import EchoProvider
-from runs.providers.registry import ProviderRegistry
 from runs.retention import events_prune_streamed, streamed_prune_plan
 from runs.store import DjangoSessionStore
 from runs.transcript import transcript_from_store
 from sessions.models import AuditEntry
-from sessions.services import session_activate, session_create
+from tests.echo_sessions import echo_session_execute
 from workers.tasks import events_prune_streamed_task
 
 OWNER = "retention-test"
@@ -121,26 +118,13 @@ def executed_session(
     prompts: list[tuple[str, dict[str, Any]]], owner: User | None = None
 ) -> uuid.UUID:
     """A session whose echo runs were executed by the real executor; its id."""
-    session = session_create(agent_id="retention", owner=owner)
-    session_activate(session_id=session.id)
-    store = DjangoSessionStore()
-    reg = ProviderRegistry()
-    reg.register(EchoProvider())
-    config = ExecutorConfig(flush_interval_s=0.0, tick_s=0.01)
-    for prompt, opts in prompts:
-        store.run_save(
-            RunRecord(
-                session_id=session.id,
-                provider="echo",
-                input={"prompt": prompt},
-                options={"adapter_opts": opts},
-                metadata={"continuation": True},
-            )
-        )
-        claimed = store.run_claim_next(session.id, owner=OWNER, lease_ms=15_000)
-        assert claimed is not None
-        RunExecutor(store, reg, owner=OWNER, config=config).execute(claimed, claimed=True)
-    return session.id
+    return echo_session_execute(
+        prompts,
+        agent_id="retention",
+        owner=owner,
+        metadata={"continuation": True},
+        flush_interval_s=0.0,
+    )
 
 
 CONVERSATION: list[tuple[str, dict[str, Any]]] = [

@@ -22,12 +22,10 @@ from asm_core.errors import AsmError
 from asm_core.records import NewEvent, RunRecord
 from events.models import Event
 from runs.continuation import compaction_plan, continuation_events, continuation_transcript
-from runs.executor import ExecutorConfig, RunExecutor
-from runs.providers.echo import EchoProvider
-from runs.providers.registry import ProviderRegistry
 from runs.store import DjangoSessionStore
 from sessions.compaction import session_compact
-from sessions.services import session_activate, session_create
+from sessions.services import session_create
+from tests.echo_sessions import echo_session_execute
 
 OWNER = "compaction-test"
 SID = "c0000000-0000-0000-0000-000000000001"
@@ -165,29 +163,15 @@ def alice(db: None) -> User:
 
 def three_runs(owner: User | None) -> uuid.UUID:
     """A session with three echo runs (the second with a tool call); its id."""
-    session = session_create(agent_id="compaction", owner=owner)
-    session_activate(session_id=session.id)
-    store = DjangoSessionStore()
-    reg = ProviderRegistry()
-    reg.register(EchoProvider())
-    config = ExecutorConfig(flush_interval_s=0.01, tick_s=0.01)
-    for prompt, opts in (
-        ("first question", {}),
-        ("second question", {"tool_calls": [{"name": "ls", "output": "a b"}]}),
-        ("third question", {}),
-    ):
-        store.run_save(
-            RunRecord(
-                session_id=session.id,
-                provider="echo",
-                input={"prompt": prompt},
-                options={"adapter_opts": opts},
-            )
-        )
-        claimed = store.run_claim_next(session.id, owner=OWNER, lease_ms=15_000)
-        assert claimed is not None
-        RunExecutor(store, reg, owner=OWNER, config=config).execute(claimed, claimed=True)
-    return session.id
+    return echo_session_execute(
+        [
+            ("first question", {}),
+            ("second question", {"tool_calls": [{"name": "ls", "output": "a b"}]}),
+            ("third question", {}),
+        ],
+        agent_id="compaction",
+        owner=owner,
+    )
 
 
 def test_session_compact_writes_one_event(alice: User) -> None:
