@@ -68,7 +68,7 @@ class EmbeddedWorker:
             except Exception:
                 logger.exception("embedded reaper failed; trying again next period")
             finally:
-                close_old_connections()
+                _connections_release()
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,3 +76,12 @@ class EmbeddedWorker:
             self._worker.stop(in_sighandler=False)
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+def _connections_release() -> None:
+    """Close this thread's broken or expired connections. Never raises: the reaper thread
+    must outlive a database that is briefly unreachable (an error here used to end it)."""
+    try:
+        close_old_connections()
+    except Exception:
+        logger.exception("embedded reaper could not release its database connections")

@@ -8,12 +8,13 @@ serves them. Runs execute on the embedded worker's threads, so these tests commi
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
 
 from events.models import Event
 from runs.models import Run
@@ -28,7 +29,7 @@ from runs.services import (
 from runs.store import DjangoSessionStore
 from sessions.models import Session
 from sessions.services import session_create
-from workers.embedded import EmbeddedWorker
+from workers.embedded import EmbeddedWorker, _connections_release
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -230,3 +231,29 @@ def test_a_lost_worker_with_attempts_left_is_requeued_and_completes(embedded):
     assert types.count("run_requeued") == 1
     assert types.count("run_started") == 1  # the ghost never got as far as run_started
     assert _terminal_count(done) == 1
+
+
+def test_the_reaper_survives_a_database_it_cannot_reach_while_releasing(django_db_blocker):
+    """The reaper's end-of-tick connection release must not raise: an unreachable database
+    at that moment used to end the reaper thread for good (seen in CI, where pytest-django
+    blocked the database between a tick's reap and its release). The blocker makes every
+    connection check fail, as an unreachable database would."""
+    outcome: list[BaseException | None] = []
+
+    def tick_end() -> None:
+        try:
+            Session.objects.count()  # this thread's connection is open, as after a reap
+            with django_db_blocker.block():
+                with pytest.raises(RuntimeError):
+                    close_old_connections()  # what the reaper called bare before
+                _connections_release()
+            outcome.append(None)
+        except BaseException as exc:  # reported to the test, not lost in the thread
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=tick_end)
+    thread.start()
+    thread.join(timeout=10)
+    assert outcome == [None]
