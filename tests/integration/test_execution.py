@@ -30,7 +30,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -529,7 +529,8 @@ def test_session_goes_on_when_the_lease_lapses_before_the_dead_workers_lock(make
     victim = pool.by_lease_owner(claimed.lease_owner)
     client = redis_client()
     key = lock_key(session.id)
-    # Kill right after the drain renewed its lock, before the executor renews the lease.
+    # Kill right after the drain renewed its lock (so the dead worker's lock outlives it by
+    # almost a whole TTL)...
     last = client.pttl(key)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -538,10 +539,11 @@ def test_session_goes_on_when_the_lease_lapses_before_the_dead_workers_lock(make
             break
         last = ttl
     victim.kill9()
-    lock_expires = time.time() + client.pttl(key) / 1000
-    lease_expires = Run.objects.get(id=hanging).lease_expires_at.timestamp()
-    if lease_expires > lock_expires - 0.3:
-        pytest.skip("the lease was renewed before the kill: the race was not set up")
+    # ...and let the lease lapse now: the order this regression is about (lease first, lock
+    # still held). Left to timing, the executor's lease renewal often landed right after the
+    # lock's, and the race was not set up at all; the dead worker can no longer renew it.
+    Run.objects.filter(id=hanging).update(lease_expires_at=datetime.now(UTC))
+    assert client.pttl(key) > 500, "the dead worker's lock should still be held"
 
     failed = wait_for(pool, "the reap", 2 + 5, run_in(hanging, "failed"))
     assert failed.error["code"] == "worker_lost"
