@@ -7,7 +7,8 @@ PYTHON3 ?= python3
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv install install-dev migrate run worker beat test lint typecheck imports check bench examples \
+.PHONY: help venv install install-dev migrate run worker beat test lint typecheck imports migrations-check check \
+	bench examples \
 	superuser clean
 
 help: ## list the targets
@@ -70,7 +71,10 @@ typecheck: install-dev ## mypy (config in pyproject.toml)
 imports: install-dev ## import-linter contracts
 	$(VENV)/bin/lint-imports
 
-check: lint typecheck imports test ## everything CI checks
+migrations-check: install ## fail when the models have changes without a migration
+	$(PY) manage.py makemigrations --check --dry-run
+
+check: lint typecheck imports migrations-check test ## everything CI checks
 
 # Every examples/*.py against the embedded default (echo, a throwaway SQLite database);
 # EXAMPLE_ARGS="--provider claude" runs them against a live provider instead.
