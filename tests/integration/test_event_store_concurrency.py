@@ -136,3 +136,24 @@ def test_the_append_statement_is_prepared_once_per_connection_and_keeps_its_erro
     assert again.sequence_number == 4
     assert later.sequence_number == 5
     assert latest_sequence(session_id=session.id) == 5
+
+
+def test_with_prepared_statements_off_appends_are_not_prepared_and_still_work():
+    """`ASM_DB_PREPARED_STATEMENTS=false` (poolers in transaction mode) sets the connections'
+    `prepare_threshold` to None: the append statement is then bound server-side but never
+    prepared, and appends and the deduplicating path behave the same."""
+    connection.close()
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = None  # what the setting gives a new connection
+    session = _bare_session()
+    fixed = uuid.uuid4()
+    for _ in range(6):
+        event_append(session_id=session.id, type="run_started")
+    first = event_append(session_id=session.id, type="run_started", event_id=fixed)
+    again = event_append(session_id=session.id, type="run_started", event_id=fixed)
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cur.fetchone()[0] == 0
+    assert (again.id, again.sequence_number) == (first.id, first.sequence_number) == (fixed, 7)
+    assert latest_sequence(session_id=session.id) == 7
+    connection.close()  # the next test gets a connection with the configured threshold
